@@ -1,0 +1,138 @@
+"""The ``nnmd`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from itertools import pairwise
+
+from . import __version__
+from .errors import NNMDError
+
+
+def _cmd_import_n2p2(args: argparse.Namespace) -> None:
+    from .modelfile import model_from_weights, save_model
+    from .n2p2 import import_n2p2
+    from .units import energy_factor, length_factor
+
+    pot = import_n2p2(args.directory, length_factor(args.length_unit),
+                      energy_factor(args.energy_unit))
+    module = model_from_weights(pot.spec, pot.description, pot.weights)
+    save_model(args.output, pot.spec, module, pot.description, pot.source)
+    counts = ", ".join(f"{e}: {pot.spec.num_functions(e)}" for e in pot.spec.elements)
+    print(f"wrote {args.output}: elements {' '.join(pot.spec.elements)}, symmetry functions "
+          f"{counts}, cutoff {pot.spec.cutoff:.6g} Angstrom")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    import torch
+
+    from .io import read_structures, write_predictions
+    from .potential import Potential
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pot = Potential.load(args.model, device=args.device)
+    structures = read_structures(args.data, args.format, args.length_unit, args.energy_unit)
+    t0 = time.perf_counter()
+    preds = pot.evaluate(structures)
+    elapsed = time.perf_counter() - t0
+    write_predictions(args.output, structures, preds)
+    natoms = sum(len(s) for s in structures)
+    print(f"predicted {len(structures)} structure(s), {natoms} atoms in {elapsed:.3f} s; "
+          f"wrote {args.output}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from .modelfile import read_metadata
+
+    meta = read_metadata(args.model)
+    print(f"model file      : {args.model}")
+    print(f"format          : {meta['format']} v{meta['format_version']} "
+          f"({meta.get('created_by', '?')})")
+    print(f"units           : {meta['units']['energy']}, {meta['units']['length']}; "
+          f"dtype {meta.get('dtype', 'float64')}")
+    print(f"elements        : {' '.join(meta['elements'])}")
+    print(f"cutoff          : {meta['cutoff']:.6g} Angstrom")
+    total = 0
+    for e in meta["elements"]:
+        sfs = meta["symmetry_functions"][e]
+        by_type = Counter(sf["type"] for sf in sfs)
+        net = meta["networks"][e]
+        layers = net["layers"]
+        nparam = sum(a * b + b for a, b in pairwise(layers))
+        total += nparam
+        types = ", ".join(f"type {t}: {n}" for t, n in sorted(by_type.items()))
+        print(f"  {e:<3s} {len(sfs):4d} symmetry functions ({types}); network "
+              f"{'-'.join(map(str, layers))} [{', '.join(net['activations'])}], "
+              f"{nparam} parameters; scaling {meta['scaling'][e]['type']}")
+    print(f"parameters      : {total}")
+    src = meta.get("source") or {}
+    if src:
+        print(f"source          : {src.get('kind', '?')} {src.get('directory', '')}".rstrip())
+
+
+def _cmd_lammps_plugin_dir(args: argparse.Namespace) -> None:
+    from .plugin_path import plugin_dir, plugin_file
+
+    path = plugin_file()
+    if not path.exists():
+        raise NNMDError(f"the LAMMPS plugin is not built ({path} missing); run 'make setup' "
+                        "or see docs/lammps.md")
+    print(plugin_dir())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnmd", description="Behler-Parrinello neural-network "
+                                "potentials: import, train, predict, and run in LAMMPS.")
+    p.add_argument("--version", action="version", version=f"nnmd-lammps {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("import-n2p2", help="convert an n2p2/RuNNer potential to model.pt")
+    s.add_argument("directory", help="directory with input.nn, scaling.data, weights.NNN.data")
+    s.add_argument("-o", "--output", required=True, help="model file to write")
+    s.add_argument("--length-unit", default="angstrom",
+                   help="length unit of the potential: angstrom (default) or bohr")
+    s.add_argument("--energy-unit", default="ev",
+                   help="energy unit of the potential: ev (default) or hartree")
+    s.set_defaults(func=_cmd_import_n2p2)
+
+    s = sub.add_parser("predict", help="energies, forces and stress of structures")
+    s.add_argument("model")
+    s.add_argument("data", help="structures: n2p2 input.data, mlearn JSON or any ASE format")
+    s.add_argument("--format", default=None, help="n2p2, mlearn or an ASE format name")
+    s.add_argument("--length-unit", default="angstrom", help="length unit of DATA")
+    s.add_argument("--energy-unit", default="ev", help="energy unit of reference data in DATA")
+    s.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
+    s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("info", help="describe a model file")
+    s.add_argument("model")
+    s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("lammps-plugin-dir", help="print the directory of the LAMMPS plugin")
+    s.set_defaults(func=_cmd_lammps_plugin_dir)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except NNMDError as exc:
+        print(f"nnmd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nnmd: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,249 @@
+"""The HDNNP: one network per element, the descriptor scaling layer and the energy
+output transform (docs/symmetry_functions.md sections 4-6).
+
+Everything here is TorchScript-compatible: the exported model file is
+``torch.jit.script(HDNNP)`` (see :mod:`nnmd_lammps.modelfile`). Besides ``forward``
+(atomic energies, differentiable by autograd, used in training) every network has
+``energy_and_gradient``, which returns atomic energies and dE/dG by explicit
+backpropagation (no autograd graph), used by the prediction code and by LAMMPS.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import NNMDError
+
+Tensor = torch.Tensor
+
+#: Activation names and their n2p2 letters.
+ACTIVATIONS = {
+    "identity": "l",
+    "tanh": "t",
+    "sigmoid": "s",
+    "softplus": "p",
+    "shifted_softplus": None,
+    "silu": None,
+}
+N2P2_ACTIVATIONS = {v: k for k, v in ACTIVATIONS.items() if v is not None}
+#: n2p2's 35.0: beyond +-35 the logistic and softplus functions are saturated.
+EXP_LIMIT = 35.0
+LN2 = math.log(2.0)
+
+#: Descriptor scaling variants (docs section 4).
+SCALING_TYPES = ("none", "scale", "center", "scale_center", "sigma")
+
+def activation(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
+    """f(x) and f'(x) with n2p2's definitions (docs section 5).
+
+    35.0 is n2p2's 35.0 (saturation of the logistic and softplus functions)."""
+    if name == "identity":
+        return x, torch.ones_like(x)
+    if name == "tanh":
+        y = torch.tanh(x)
+        return y, 1.0 - y * y
+    if name == "sigmoid":
+        s = torch.sigmoid(x)
+        y = torch.where(x > 35.0, torch.ones_like(x),
+                        torch.where(x < -35.0, torch.zeros_like(x), s))
+        dy = torch.where(x.abs() > 35.0, torch.zeros_like(x), s * (1.0 - s))
+        return y, dy
+    if name == "softplus" or name == "shifted_softplus":
+        xc = x.clamp(min=-35.0, max=35.0)
+        sp = torch.log1p(torch.exp(xc))
+        y = torch.where(x > 35.0, x, torch.where(x < -35.0, torch.zeros_like(x), sp))
+        s = torch.sigmoid(x)
+        dy = torch.where(x > 35.0, torch.ones_like(x),
+                         torch.where(x < -35.0, torch.zeros_like(x), s))
+        if name == "shifted_softplus":
+            y = y - 0.6931471805599453  # ln 2
+        return y, dy
+    if name == "silu":
+        s = torch.sigmoid(x)
+        return x * s, s * (1.0 + x * (1.0 - s))
+    raise RuntimeError("unknown activation " + name)
+
+@dataclass
+class ScalingParams:
+    """Affine descriptor scaling of one element: G_s = (G - shift) * factor + target."""
+
+    type: str
+    smin: float
+    smax: float
+    gmin: list[float]
+    gmax: list[float]
+    gmean: list[float]
+    gsigma: list[float]
+
+    def affine(self) -> tuple[list[float], list[float], list[float]]:
+        n = len(self.gmin)
+        if self.type == "none":
+            return [0.0] * n, [1.0] * n, [0.0] * n
+        if self.type == "center":
+            return list(self.gmean), [1.0] * n, [0.0] * n
+        width = self.smax - self.smin
+        if self.type == "scale":
+            den, shift = [a - b for a, b in zip(self.gmax, self.gmin, strict=True)], self.gmin
+        elif self.type == "scale_center":
+            den, shift = [a - b for a, b in zip(self.gmax, self.gmin, strict=True)], self.gmean
+        elif self.type == "sigma":
+            den, shift = list(self.gsigma), self.gmean
+        else:
+            raise NNMDError(f"unknown scaling type {self.type!r}; known: {SCALING_TYPES}")
+        for k, v in enumerate(den):
+            if not (v > 0.0 and math.isfinite(v)):
+                raise NNMDError(
+                    f"symmetry function {k + 1} cannot be scaled ({self.type}): its "
+                    f"{'sigma' if self.type == 'sigma' else 'range max - min'} is {v!r}"
+                )
+        return list(shift), [width / v for v in den], [self.smin] * n
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def identity(cls, n: int) -> "ScalingParams":
+        return cls("none", 0.0, 1.0, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+
+@dataclass
+class NetworkSpec:
+    """Architecture of one element network."""
+
+    layers: list[int]  # widths, input first, 1 last
+    activations: list[str]  # one per non-input layer
+    normalize_nodes: bool = False
+
+    def validate(self, element: str) -> None:
+        if len(self.layers) < 2 or self.layers[-1] != 1 or min(self.layers) < 1:
+            raise NNMDError(f"network {element}: layer widths {self.layers} invalid "
+                            "(need input, hidden..., 1)")
+        if len(self.activations) != len(self.layers) - 1:
+            raise NNMDError(f"network {element}: {len(self.activations)} activations for "
+                            f"{len(self.layers) - 1} layers")
+        for a in self.activations:
+            if a not in ACTIVATIONS:
+                raise NNMDError(f"network {element}: unknown activation {a!r}; known: "
+                                f"{', '.join(ACTIVATIONS)}")
+
+class ElementNetwork(nn.Module):
+    """Scaling layer + MLP + energy transform for one element."""
+
+    activations: list[str]
+    normalize_nodes: bool
+    fan_in: list[float]
+
+    def __init__(self, spec: NetworkSpec, scaling: ScalingParams, energy_scale: float,
+                 energy_shift: float, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList(
+            [nn.Linear(a, b, dtype=dtype) for a, b in zip(spec.layers[:-1], spec.layers[1:],
+                                                            strict=True)]
+        )
+        self.activations = list(spec.activations)
+        self.normalize_nodes = bool(spec.normalize_nodes)
+        self.fan_in = [float(a) for a in spec.layers[:-1]]
+        shift, factor, target = scaling.affine()
+        self.register_buffer("g_shift", torch.tensor(shift, dtype=dtype))
+        self.register_buffer("g_factor", torch.tensor(factor, dtype=dtype))
+        self.register_buffer("g_target", torch.tensor(target, dtype=dtype))
+        self.register_buffer("e_scale", torch.tensor(float(energy_scale), dtype=dtype))
+        self.register_buffer("e_shift", torch.tensor(float(energy_shift), dtype=dtype))
+
+    def scaled_input(self, g: Tensor) -> Tensor:
+        return (g - self.g_shift) * self.g_factor + self.g_target
+
+    def forward(self, g: Tensor) -> Tensor:
+        """Atomic energies (eV) of rows of raw symmetry functions ``g`` (n, S)."""
+        y = self.scaled_input(g)
+        k = 0
+        for lin in self.linears:
+            z = lin(y)
+            if self.normalize_nodes:
+                z = z / self.fan_in[k]
+            y, _ = activation(self.activations[k], z)
+            k += 1
+        return y[:, 0] * self.e_scale + self.e_shift
+
+    @torch.jit.export
+    def energy_and_gradient(self, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Atomic energies (n,) and dE/dG (n, S) by explicit backpropagation."""
+        y = self.scaled_input(g)
+        derivs: list[Tensor] = []
+        weights: list[Tensor] = []
+        k = 0
+        for lin in self.linears:
+            z = torch.nn.functional.linear(y, lin.weight, lin.bias)
+            if self.normalize_nodes:
+                z = z / self.fan_in[k]
+            y, dy = activation(self.activations[k], z)
+            derivs.append(dy)
+            weights.append(lin.weight)
+            k += 1
+        energy = y[:, 0] * self.e_scale + self.e_shift
+        grad = derivs[-1] * self.e_scale  # dE/dz of the output layer, (n, 1)
+        for k2 in range(len(derivs) - 1, -1, -1):
+            if self.normalize_nodes:
+                grad = grad / self.fan_in[k2]
+            grad = grad.matmul(weights[k2])
+            if k2 > 0:
+                grad = grad * derivs[k2 - 1]
+        return energy, grad * self.g_factor
+
+class HDNNP(nn.Module):
+    """All element networks of a model; element ``e`` is the index into ``elements``."""
+
+    elements: list[str]
+
+    def __init__(self, elements: list[str], networks: list[ElementNetwork]) -> None:
+        super().__init__()
+        if len(elements) != len(networks):
+            raise NNMDError("one network per element is required")
+        self.elements = list(elements)
+        self.networks = nn.ModuleList(networks)
+
+    def forward(self, element: int, g: Tensor) -> Tensor:
+        """Atomic energies (eV) of atoms of element index ``element``."""
+        out = torch.zeros(0, dtype=g.dtype, device=g.device)
+        i = 0
+        for net in self.networks:
+            if i == element:
+                out = net(g)
+            i += 1
+        return out
+
+    @torch.jit.export
+    def energy_and_gradient(self, element: int, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Atomic energies (n,) and dE/dG (n, S) of atoms of element index ``element``."""
+        out = (torch.zeros(0, dtype=g.dtype, device=g.device), torch.zeros_like(g))
+        i = 0
+        for net in self.networks:
+            if i == element:
+                out = net.energy_and_gradient(g)
+            i += 1
+        return out
+
+    @torch.jit.export
+    def num_elements(self) -> int:
+        return len(self.elements)
+
+@dataclass
+class ModelDescription:
+    """Everything needed to rebuild the networks, also stored in the model file."""
+
+    networks: dict[str, NetworkSpec] = field(default_factory=dict)
+    scaling: dict[str, ScalingParams] = field(default_factory=dict)
+    energy_scale: float = 1.0
+    energy_shift: dict[str, float] = field(default_factory=dict)
+
+def build_hdnnp(elements: list[str], desc: ModelDescription,
+                dtype: torch.dtype = torch.float64) -> HDNNP:
+    nets = []
+    for e in elements:
+        spec = desc.networks[e]
+        spec.validate(e)
+        nets.append(ElementNetwork(spec, desc.scaling[e], desc.energy_scale,
+                                   desc.energy_shift.get(e, 0.0), dtype=dtype))
+    return HDNNP(elements, nets)

@@ -1,0 +1,78 @@
+"""Shared fixtures: paths, the reference data directory, small random models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nnmd_lammps.model import ModelDescription, NetworkSpec, ScalingParams, build_hdnnp  # noqa: E402
+from nnmd_lammps.potential import Potential  # noqa: E402
+from nnmd_lammps.symmetry import DescriptorSpec, SymmetryFunction  # noqa: E402
+
+requires_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(),
+    reason=f"reference data directory {SHARED_DATA} is absent (it sits beside the checkout)",
+)
+
+
+def mixed_functions(elements: list[str], rc: float = 4.5, cutoff_type: int = 1,
+                    alpha: float = 0.0) -> dict[str, list[SymmetryFunction]]:
+    """Radial and both angular types for every element and neighbour combination,
+    with several eta, rs, lambda and (integer and non-integer) zeta."""
+    out: dict[str, list[SymmetryFunction]] = {}
+    for c in elements:
+        fs = []
+        for n in elements:
+            for eta, rs in ((0.3, 0.0), (1.1, 1.6), (0.05, 2.5)):
+                fs.append(SymmetryFunction(2, c, (n,), eta, rc, rs, cutoff_type=cutoff_type,
+                                           cutoff_alpha=alpha))
+        for a_i, a in enumerate(elements):
+            for b in elements[a_i:]:
+                for t in (3, 9):
+                    for eta, lam, zeta, rs in ((0.05, 1.0, 1.0, 0.0), (0.2, -1.0, 2.0, 0.5),
+                                               (0.1, 1.0, 4.0, 0.0), (0.02, -1.0, 2.5, 0.0)):
+                        fs.append(SymmetryFunction(t, c, (a, b), eta, rc * (0.9 if t == 3 else 1),
+                                                   rs, lam, zeta, cutoff_type, alpha))
+        out[c] = fs
+    return out
+
+
+def random_potential(elements: list[str], seed: int = 0, rc: float = 4.5, cutoff_type: int = 1,
+                     alpha: float = 0.0, activations=("tanh", "softplus", "identity"),
+                     hidden=(8, 6)) -> Potential:
+    """A potential with random weights and random (valid) scaling."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    spec = DescriptorSpec(elements, mixed_functions(elements, rc, cutoff_type, alpha))
+    desc = ModelDescription()
+    for e in elements:
+        n = spec.num_functions(e)
+        desc.networks[e] = NetworkSpec([n, *hidden, 1], list(activations))
+        gmin = rng.uniform(0.0, 0.1, n)
+        gmax = gmin + rng.uniform(0.5, 3.0, n)
+        desc.scaling[e] = ScalingParams("scale_center", -1.0, 1.0, gmin.tolist(), gmax.tolist(),
+                                        (0.5 * (gmin + gmax)).tolist(),
+                                        rng.uniform(0.2, 1, n).tolist())
+        desc.energy_shift[e] = float(rng.uniform(-3, -1))
+    desc.energy_scale = 0.7
+    module = build_hdnnp(elements, desc)
+    return Potential(spec, module)
+
+
+@pytest.fixture(scope="session")
+def binary_potential() -> Potential:
+    return random_potential(["H", "O"], seed=1)
+
+
+@pytest.fixture(scope="session")
+def ternary_potential() -> Potential:
+    return random_potential(["C", "N", "Cu"], seed=2, rc=4.0, cutoff_type=6, alpha=0.2,
+                            activations=("sigmoid", "silu", "identity"))
