@@ -46,6 +46,25 @@ def water() -> None:
     print(f"  relative energy difference      {rel:.2e}")
     print(f"  max force difference (eV/A)     {np.abs(pred.get_forces() - f_ref).max():.2e}")
     print(f"  wall time of 'nnmd predict'     {wall:.2f} s")
+    lammps_md(model)
+
+
+def lammps_md(model: Path) -> None:
+    """A short NVE run of the water box with pair_style nnmd on 2 MPI ranks."""
+    from nnmd_lammps.lammps_run import run_lammps
+
+    data = WATER.parents[1] / "lammps" / "H2O-360mol" / "data.H2O-360mol"
+    log = OUT / "log.water_md"
+    deck = [f"log {log}", "units metal", "atom_style atomic", "boundary p p p",
+            f"read_data {data}", "pair_style nnmd", f"pair_coeff * * {model} H O",
+            "neighbor 1.0 bin", "velocity all create 300 4928 loop geom", "fix 1 all nve",
+            "timestep 0.0005", "thermo 5", "thermo_style custom step temp pe etotal press",
+            "run 10"]
+    print("\nLAMMPS: 10 NVE steps of the water box with pair_style nnmd on 2 MPI ranks")
+    run_lammps(deck, OUT / "lammps", nprocs=2)
+    text = log.read_text()
+    start = text.index("   Step")
+    print(text[start:text.index("Loop time", start)].rstrip())
 
 
 def generated() -> None:

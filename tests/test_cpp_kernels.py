@@ -1,0 +1,123 @@
+"""The C++ symmetry-function kernels on their own (through the build's nnmd_sf_eval
+driver): against the Python implementation, against finite differences of themselves,
+and the force contraction against the full Jacobian."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from nnmd_lammps.descriptors import DescriptorCalculator
+from nnmd_lammps.potential import make_batch
+from nnmd_lammps.symmetry import DescriptorSpec
+
+from conftest import REPO, mixed_functions
+
+DRIVER = REPO / "build" / "nnmd_sf_eval"
+ELEMENTS = ["H", "C", "O"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def driver_built():
+    assert DRIVER.exists(), f"{DRIVER} is missing: run 'make setup'"
+
+
+def environment(seed: int, n: int = 14, rmax: float = 4.2):
+    rng = np.random.default_rng(seed)
+    vecs = []
+    while len(vecs) < n:
+        v = rng.uniform(-rmax, rmax, 3)
+        if 0.7 < np.linalg.norm(v) < rmax and all(np.linalg.norm(v - w) > 0.6 for w in vecs):
+            vecs.append(v)
+    return np.array(vecs), rng.integers(0, len(ELEMENTS), n)
+
+
+def run_driver(spec: DescriptorSpec, center: str, vecs, elems, mode: str, c=None):
+    idx = spec.element_index
+    lines = [f"{len(spec.elements)} {spec.num_functions(center)}"]
+    for sf in spec.functions[center]:
+        e2 = idx[sf.neighbors[1]] if sf.is_angular else -1
+        lines.append(f"{sf.type} {idx[sf.neighbors[0]]} {e2} {sf.eta!r} {sf.rs!r} {sf.rc!r} "
+                     f"{sf.lambda_!r} {sf.zeta!r} {sf.cutoff_type} {sf.cutoff_alpha!r}")
+    lines.append(str(len(vecs)))
+    lines += [f"{v[0]!r} {v[1]!r} {v[2]!r} {int(e)}" for v, e in
+              zip(vecs.tolist(), elems, strict=True)]
+    lines.append(mode + ("" if c is None else " " + " ".join(repr(float(x)) for x in c)))
+    out = subprocess.run([str(DRIVER)], input="\n".join(lines), capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    G = np.array(out[0].split(), dtype=float)
+    rest = np.array([ln.split() for ln in out[1:]], dtype=float)
+    return G, rest
+
+
+def python_reference(spec: DescriptorSpec, center: str, vecs, elems):
+    """G and dG/dd of the central atom from the Python implementation (a cluster with the
+    central atom at the origin)."""
+    symbols = [center] + [ELEMENTS[e] for e in elems]
+    atoms = Atoms(symbols, positions=np.vstack([np.zeros(3), vecs]))
+    calc = DescriptorCalculator(spec)
+    batch = make_batch([atoms], spec.elements, spec.cutoff)
+    desc = calc.compute(batch.species, batch.centers, batch.neighbors, batch.vectors)
+    e = spec.element_index[center]
+    row = int(torch.nonzero(desc.atoms[e] == 0)[0])
+    G = desc.G[e][row].numpy()
+    jac = np.zeros((spec.num_functions(center), len(vecs), 3))
+    mask = (desc.pair_i[e] == 0).numpy()
+    for j, d in zip(desc.pair_j[e].numpy()[mask], desc.dGdd[e].numpy()[mask], strict=True):
+        jac[:, j - 1, :] = d
+    return G, jac
+
+
+CASES = [(ct, alpha, center) for ct, alpha in ((0, 0.0), (1, 0.0), (1, 0.3), (2, 0.0), (3, 0.0),
+                                               (4, 0.2), (5, 0.1), (6, 0.0), (7, 0.25), (8, 0.4))
+         for center in ("H", "O")]
+
+
+@pytest.mark.parametrize("ctype,alpha,center", CASES)
+def test_kernels_match_python(ctype, alpha, center):
+    spec = DescriptorSpec(ELEMENTS, mixed_functions(ELEMENTS, 4.0, ctype, alpha))
+    vecs, elems = environment(ctype * 10 + int(alpha * 10))
+    G_cpp, jac_cpp = run_driver(spec, center, vecs, elems, "jacobian")
+    G_py, jac_py = python_reference(spec, center, vecs, elems)
+    np.testing.assert_allclose(G_cpp, G_py, rtol=1e-12, atol=1e-14)
+    jac_cpp = jac_cpp.reshape(len(G_cpp), len(vecs), 3)
+    np.testing.assert_allclose(jac_cpp, jac_py, rtol=1e-10, atol=1e-13)
+    assert np.abs(G_py).max() > 0.1 and np.abs(jac_py).max() > 0.01
+
+
+def test_contraction_equals_jacobian_product():
+    spec = DescriptorSpec(ELEMENTS, mixed_functions(ELEMENTS, 4.0, 6, 0.1))
+    vecs, elems = environment(7)
+    c = np.random.default_rng(1).normal(size=spec.num_functions("C"))
+    G1, jac = run_driver(spec, "C", vecs, elems, "jacobian")
+    G2, v = run_driver(spec, "C", vecs, elems, "contract", c)
+    np.testing.assert_array_equal(G1, G2)
+    expect = np.einsum("s,skx->kx", c, jac.reshape(len(c), len(vecs), 3)).ravel()
+    np.testing.assert_allclose(v.ravel(), expect, rtol=1e-12, atol=1e-13)
+
+
+def test_kernel_derivatives_match_finite_differences():
+    spec = DescriptorSpec(ELEMENTS, mixed_functions(ELEMENTS, 4.0, 1, 0.0))
+    vecs, elems = environment(11, n=8)
+    _, jac = run_driver(spec, "O", vecs, elems, "jacobian")
+    jac = jac.reshape(-1, len(vecs), 3)
+    h = 1e-6
+    for k in (0, 3, 7):
+        for a in range(3):
+            p, m = vecs.copy(), vecs.copy()
+            p[k, a] += h
+            m[k, a] -= h
+            fd = (run_driver(spec, "O", p, elems, "jacobian")[0]
+                  - run_driver(spec, "O", m, elems, "jacobian")[0]) / (2 * h)
+            np.testing.assert_allclose(jac[:, k, a], fd, rtol=1e-6, atol=1e-8)
+
+
+def test_driver_rejects_bad_parameters():
+    proc = subprocess.run([str(DRIVER)], input="1 1\n3 0 0 0.1 0 4.0 0.5 1 1 0\n0\njacobian\n",
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "lambda must be +1 or -1" in proc.stderr
