@@ -10,8 +10,14 @@
      compute(nb, G)             G[s]                       (s = 0 .. size()-1)
      contract(nb, c, v)         v[3k+a] = sum_s c[s] dG_s/dd_k,a  (force pass, c = dE/dG)
      jacobian(nb, G, dG)        dG[(s*n + k)*3 + a]        (tests)
-   No heap allocation happens in compute/contract once the workspace has grown to the
-   largest neighbour count seen. Not thread-safe (one Descriptor per thread). */
+
+   Functions sharing type, neighbour elements and cutoff form a group; within a group the
+   cutoff values, the Gaussians of each distinct (eta, rs) and the powers of each distinct
+   (lambda, zeta) are computed once per pair or triplet. Type-9 groups with integer zeta
+   can also be evaluated in linear time from per-neighbour moment tensors (docs section
+   3); Method::Auto picks the cheaper evaluation for each atom from its neighbour count.
+   No heap allocation happens once the workspace has grown to the largest neighbour
+   count seen. Not thread-safe (one Descriptor per thread). */
 
 #ifndef NNMD_SF_KERNELS_H
 #define NNMD_SF_KERNELS_H
@@ -51,7 +57,7 @@ class Cutoff {
 
  private:
   int type_ = 0;
-  double rc_ = 0.0, alpha_ = 0.0, rci_ = 0.0, iw_ = 0.0;
+  double rc_ = 0.0, alpha_ = 0.0, rci_ = 0.0, iw_ = 0.0, pre_ = 1.0;
 };
 
 // Neighbour environment of one central atom (structure of arrays).
@@ -79,10 +85,15 @@ struct Neighbors {
 
 class Descriptor {
  public:
+  enum class Method { Auto, Direct, Moments };
+
   Descriptor(const std::vector<SymFuncParams> &functions, int n_elements);
   int size() const { return n_functions_; }
   double cutoff() const { return cutoff_; }
   int n_groups() const { return static_cast<int>(radial_.size() + angular_.size()); }
+  // Evaluation of type-9 groups: Auto (default) chooses per atom; Moments falls back to
+  // Direct for groups that cannot use it (non-integer zeta).
+  void set_method(Method m) { method_ = m; }
 
   void compute(const Neighbors &nb, double *G) const;
   void contract(const Neighbors &nb, const double *c, double *v) const;
@@ -98,25 +109,48 @@ class Descriptor {
   struct AngularGroup {
     int type, e1, e2;
     Cutoff fc;
-    std::vector<double> eta, rs, lambda, zeta, pnorm;
-    std::vector<int> zeta_int;    // > 0: zeta is this integer (integer powers)
-    std::vector<int> out;
+    std::vector<double> ueta, urs;                    // distinct (eta, rs)
+    std::vector<double> vlam, vzeta, vnorm;           // distinct (lambda, zeta); 2^(1-zeta)
+    std::vector<int> vzi;                             // integer zeta, or 0
+    std::vector<int> su, sv, out;                     // per function: u, v, output index
+    int kmax = 0;                                     // moments: largest zeta (0: impossible)
   };
-  // Visits every contributing triplet of a group and calls f(j, k, per-SF terms).
-  template <class Sink>
-  void angular_group(const AngularGroup &g, const Neighbors &nb, Sink &&sink) const;
-  template <class Sink> void radial_group(const RadialGroup &g, const Neighbors &nb,
-                                          Sink &&sink) const;
+  struct MomentTable {    // multi-indices alpha with |alpha| <= K, grouped by degree
+    int K = -1;
+    std::vector<int> degree, ax, ay, az;    // |alpha| and components
+    std::vector<int> lower[3];              // index of alpha - e_i, or -1
+    std::vector<int> up[3];                 // index of beta + e_i (|beta| < K)
+    std::vector<double> upw[3];             // beta_i + 1
+    std::vector<int> pred, pred_axis;       // alpha = pred + e_axis (monomial recursion)
+    std::vector<double> mult;               // m! / (ax! ay! az!)
+    std::vector<int> first;                 // first index of degree m (size K + 2)
+  };
+
+  template <bool DERIV>
+  void radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
+              double *v) const;
+  void gather(const AngularGroup &g, const Neighbors &nb) const;
+  template <bool DERIV>
+  void angular_direct(const AngularGroup &g, const Neighbors &nb, double *G, const double *c,
+                      double *v) const;
+  template <bool DERIV>
+  void angular_moments(const AngularGroup &g, const Neighbors &nb, double *G, const double *c,
+                       double *v) const;
+  bool use_moments(const AngularGroup &g) const;
 
   int n_functions_ = 0;
   int n_elements_ = 0;
   double cutoff_ = 0.0;
+  Method method_ = Method::Auto;
   std::vector<RadialGroup> radial_;
   std::vector<AngularGroup> angular_;
+  MomentTable table_;
+  std::vector<std::vector<double>> binom_;    // binomial coefficients C(n, m)
   // workspace
   mutable std::vector<int> list1_, list2_;
-  mutable std::vector<double> fc_, dfc_;
-  mutable std::vector<double> t_, da_, db_, g_;    // per-SF scratch of one triplet
+  mutable std::vector<double> fc_, dfc_, eu_, xu_;    // per listed neighbour (x nu)
+  mutable std::vector<double> pz_, pz1_, R_, D1_, D2_, D3_, W_;
+  mutable std::vector<double> mono_, mom_, adj_, tsum_, gsum_, dsq_;
 };
 
 }    // namespace nnmd

@@ -6,12 +6,16 @@
      n_functions lines: type e1 e2 eta rs rc lambda zeta cutoff_type cutoff_alpha
      n_neighbours
      n_neighbours lines: dx dy dz element
-     mode: "jacobian" | "contract" followed by n_functions values of dE/dG
+     mode: "jacobian" | "contract" followed by n_functions values of dE/dG |
+           "time" followed by a repetition count; any mode may end in "-direct" or
+           "-moments" to force the evaluation of type-9 groups
    Output: the G values (one line), then the Jacobian dG[s][k][a] (one line per s) or the
-   contracted vectors v[k][a] (one line), with 17 significant digits. */
+   contracted vectors v[k][a] (one line), with 17 significant digits; "time" prints the
+   seconds per compute + contract. */
 
 #include "sf_kernels.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -51,7 +55,29 @@ int main()
     return 2;
   }
   nnmd::Descriptor d(sfs, nel);
+  auto suffix = [&](const std::string &tail) {
+    if (mode.size() > tail.size() && mode.compare(mode.size() - tail.size(), tail.size(), tail) == 0) {
+      mode.erase(mode.size() - tail.size());
+      return true;
+    }
+    return false;
+  };
+  if (suffix("-direct")) d.set_method(nnmd::Descriptor::Method::Direct);
+  if (suffix("-moments")) d.set_method(nnmd::Descriptor::Method::Moments);
   std::vector<double> G(nsf);
+  if (mode == "time") {
+    int reps = 1;
+    std::cin >> reps;
+    std::vector<double> c(nsf, 0.1), v(3 * static_cast<std::size_t>(n));
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) {
+      d.compute(nb, G.data());
+      d.contract(nb, c.data(), v.data());
+    }
+    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    std::printf("%.6e\n", dt.count() / reps);
+    return 0;
+  }
   if (mode == "jacobian") {
     std::vector<double> dG(static_cast<std::size_t>(nsf) * n * 3);
     d.jacobian(nb, G.data(), dG.data());
