@@ -1,10 +1,20 @@
-"""The main job, as far as it exists: import n2p2's water potential (from ../shared/data
-when present) into a model file and predict energy and forces of the 1080-atom box;
-without the reference data, build a small model and predict a generated structure."""
+"""The main job (`make demo`): train -> export -> LAMMPS MD, on data generated here.
+
+1. a training set for fcc Cu computed with ASE's EMT calculator (rattled, strained, MD
+   snapshots, a vacancy, surfaces);
+2. training (examples/demo/cu.yaml) -> demo_output/cu_run/model.pt (+ plots), copied to
+   demo_output/cu.pt;
+3. NVT molecular dynamics with pair_style nnmd on 2 MPI ranks (examples/lammps/in.nvt);
+4. validation: lattice constant, bulk modulus, C11/C12/C44 and the vacancy formation
+   energy of the network potential *in LAMMPS* against EMT.
+With ../shared/data present, the n2p2 water potential is also imported and checked
+against n2p2's published energy and forces.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -15,12 +25,87 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "demo_output"
 WATER = ROOT.parent / "shared" / "data" / "n2p2" / "H2O_RPBE-D3"
+BIN = Path(sys.executable).parent
+
+
+def step(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
 
 
 def nnmd(*args: str) -> None:
-    cmd = [sys.executable, "-m", "nnmd_lammps.cli", *args]
     print("$ nnmd " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run([str(BIN / "nnmd"), *args], check=True)
+
+
+def make_data() -> Path:
+    import ase.io
+
+    from nnmd_lammps.emt_data import cu_training_set
+
+    path = OUT / "cu_emt.extxyz"
+    t0 = time.perf_counter()
+    structures = cu_training_set(seed=0)
+    ase.io.write(path, structures)
+    print(f"{len(structures)} structures, {sum(len(s) for s in structures)} atoms "
+          f"({time.perf_counter() - t0:.0f} s) -> {path}")
+    return path
+
+
+def train() -> Path:
+    run = OUT / "cu_run"
+    if run.exists():
+        shutil.rmtree(run)
+    nnmd("train", str(ROOT / "examples" / "demo" / "cu.yaml"), "--out", str(run))
+    model = OUT / "cu.pt"
+    shutil.copy(run / "model.pt", model)
+    nnmd("info", str(model))
+    return run
+
+
+def md(model: Path) -> None:
+    deck = ROOT / "examples" / "lammps" / "in.nvt"
+    work = OUT / "md"
+    work.mkdir(exist_ok=True)
+    cmd = [str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", str(deck), "-var", "model",
+           str(model), "-var", "steps", "1000", "-log", str(work / "log.lammps"), "-screen",
+           "none"]
+    print("$ " + " ".join(cmd[:6]) + " ...", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=work)
+    text = (work / "log.lammps").read_text()
+    start = text.index("   Step")
+    print(text[start:text.index("Loop time", start)].rstrip())
+    loop = [ln for ln in text.splitlines() if ln.startswith("Loop time")][-1]
+    print(loop)
+    print(f"(wall time {time.perf_counter() - t0:.0f} s; trajectory {work / 'nvt.lammpstrj'})")
+
+
+def properties(model: Path) -> dict:
+    from ase.calculators.emt import EMT
+
+    from nnmd_lammps.emt_data import emt_lattice_constant
+    from nnmd_lammps.properties import AseEvaluator, cubic_properties
+
+    a0 = emt_lattice_constant()
+    emt = cubic_properties(AseEvaluator(EMT()), "Cu", "fcc", a0)
+    out = OUT / "properties_nn_lammps.json"
+    subprocess.run([sys.executable, "-m", "nnmd_lammps.properties", str(model), "Cu", "fcc",
+                    str(a0), str(out)], check=True, capture_output=True)
+    nn = json.loads(out.read_text())
+    rows = [("lattice constant (A)", "lattice_constant", "{:.4f}"),
+            ("bulk modulus (GPa)", "bulk_modulus", "{:.1f}"),
+            ("C11 (GPa)", "c11", "{:.1f}"), ("C12 (GPa)", "c12", "{:.1f}"),
+            ("C44 (GPa)", "c44", "{:.1f}"),
+            ("vacancy formation energy (eV)", "vacancy_formation_energy", "{:.3f}")]
+    print(f"{'property':32s} {'NN (LAMMPS)':>12s} {'EMT':>10s} {'difference':>11s}")
+    table = {}
+    for label, key, fmt in rows:
+        a, b = nn[key], getattr(emt, key)
+        rel = (a - b) / b
+        table[key] = {"nn_lammps": a, "emt": b, "relative_difference": rel}
+        print(f"{label:32s} {fmt.format(a):>12s} {fmt.format(b):>10s} {rel:>+10.2%}")
+    (OUT / "validation.json").write_text(json.dumps(table, indent=1))
+    return table
 
 
 def water() -> None:
@@ -30,71 +115,38 @@ def water() -> None:
     model, out = OUT / "h2o.pt", OUT / "h2o_predicted.extxyz"
     nnmd("import-n2p2", str(WATER), "--length-unit", "bohr", "--energy-unit", "hartree",
          "-o", str(model))
-    nnmd("info", str(model))
-    t0 = time.perf_counter()
     nnmd("predict", str(model), str(WATER / "input.data"), "--format", "n2p2",
          "--length-unit", "bohr", "--energy-unit", "hartree", "-o", str(out))
-    wall = time.perf_counter() - t0
     pred = ase.io.read(out)
     exp = json.loads((WATER / "expected.json").read_text())
     e_ref = exp["energy"] * units.Hartree
     f_ref = np.array(exp["forces"]) * units.Hartree / units.Bohr
-    print()
-    print("1080-atom water, n2p2 H2O_RPBE-D3 potential        ours            n2p2")
-    print(f"  energy (eV)                     {pred.get_potential_energy():18.8f} {e_ref:18.8f}")
     rel = abs(pred.get_potential_energy() - e_ref) / abs(e_ref)
-    print(f"  relative energy difference      {rel:.2e}")
-    print(f"  max force difference (eV/A)     {np.abs(pred.get_forces() - f_ref).max():.2e}")
-    print(f"  wall time of 'nnmd predict'     {wall:.2f} s")
-    lammps_md(model)
-
-
-def lammps_md(model: Path) -> None:
-    """A short NVE run of the water box with pair_style nnmd on 2 MPI ranks."""
-    from nnmd_lammps.lammps_run import run_lammps
-
-    data = WATER.parents[1] / "lammps" / "H2O-360mol" / "data.H2O-360mol"
-    log = OUT / "log.water_md"
-    deck = [f"log {log}", "units metal", "atom_style atomic", "boundary p p p",
-            f"read_data {data}", "pair_style nnmd", f"pair_coeff * * {model} H O",
-            "neighbor 1.0 bin", "velocity all create 300 4928 loop geom", "fix 1 all nve",
-            "timestep 0.0005", "thermo 5", "thermo_style custom step temp pe etotal press",
-            "run 10"]
-    print("\nLAMMPS: 10 NVE steps of the water box with pair_style nnmd on 2 MPI ranks")
-    run_lammps(deck, OUT / "lammps", nprocs=2)
-    text = log.read_text()
-    start = text.index("   Step")
-    print(text[start:text.index("Loop time", start)].rstrip())
-
-
-def generated() -> None:
-    from ase.build import bulk
-
-    from nnmd_lammps.model import ModelDescription, NetworkSpec, ScalingParams, build_hdnnp
-    from nnmd_lammps.modelfile import save_model
-    from nnmd_lammps.potential import Potential
-    from nnmd_lammps.symmetry import DescriptorSpec, SymmetryFunction
-
-    fns = [SymmetryFunction(2, "Cu", ("Cu",), eta, 5.0, 0.0) for eta in (0.1, 0.5, 1.0)]
-    fns += [SymmetryFunction(9, "Cu", ("Cu", "Cu"), 0.05, 5.0, 0.0, lam, 1.0) for lam in (1, -1)]
-    spec = DescriptorSpec(["Cu"], {"Cu": fns})
-    desc = ModelDescription({"Cu": NetworkSpec([5, 8, 1], ["tanh", "identity"])},
-                            {"Cu": ScalingParams.identity(5)}, 1.0, {"Cu": -3.5})
-    save_model(OUT / "generated.pt", spec, build_hdnnp(["Cu"], desc), desc, {"kind": "demo"})
-    pot = Potential.load(OUT / "generated.pt")
-    atoms = bulk("Cu", "fcc", a=3.6).repeat(3)
-    atoms.rattle(0.05, seed=1)
-    p = pot.evaluate([atoms])[0]
-    print(f"generated Cu model: E = {p.energy:.6f} eV, max |F| = {np.abs(p.forces).max():.4f} eV/A")
+    print(f"1080-atom water vs n2p2's expected output: relative energy difference {rel:.1e}, "
+          f"max force difference {np.abs(pred.get_forces() - f_ref).max():.1e} eV/A")
 
 
 def main() -> None:
+    t0 = time.perf_counter()
     OUT.mkdir(exist_ok=True)
+    step("1. EMT training data for fcc Cu")
+    make_data()
+    step("2. training")
+    run = train()
+    model = OUT / "cu.pt"
+    step("3. LAMMPS: NVT MD of 864 Cu atoms, pair_style nnmd, 2 MPI ranks")
+    md(model)
+    step("4. validation: the network potential in LAMMPS vs EMT")
+    properties(model)
     if WATER.is_dir():
+        step("5. n2p2 interoperability: the published water potential")
         water()
-    else:
-        print(f"{WATER} not found: using a generated model")
-        generated()
+    step("done")
+    print(f"model        : {model}")
+    print(f"plots        : {run / 'learning_curve.png'}, {run / 'parity_energy.png'}, "
+          f"{run / 'parity_forces.png'}")
+    print(f"metrics      : {run / 'metrics.json'}, {OUT / 'validation.json'}")
+    print(f"total time   : {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

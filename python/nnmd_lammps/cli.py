@@ -7,6 +7,7 @@ import sys
 import time
 from collections import Counter
 from itertools import pairwise
+from pathlib import Path
 
 from . import __version__
 from .errors import NNMDError
@@ -74,6 +75,49 @@ def _cmd_info(args: argparse.Namespace) -> None:
         print(f"source          : {src.get('kind', '?')} {src.get('directory', '')}".rstrip())
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .train import Trainer
+
+    cfg = load_config(args.config)
+    out = args.out or str(Path(args.config).with_suffix("").name + "_run")
+    try:
+        Trainer(cfg, out, resume=args.resume).run()
+    except KeyboardInterrupt:
+        raise NNMDError(f"training interrupted; continue with: nnmd train {args.config} "
+                        f"--out {out} --resume") from None
+
+
+def _cmd_test(args: argparse.Namespace) -> None:
+    import json
+
+    from .data import Dataset
+    from .io import read_structures
+    from .metrics import error_metrics
+    from .potential import Potential
+
+    pot = Potential.load(args.model, device=args.device)
+    structures = read_structures(args.data, args.format, args.length_unit, args.energy_unit)
+    stress_from = "mlearn" if any("virial_stress_kbar" in a.info for a in structures[:1]) \
+        else "calculator"
+    data = Dataset.from_structures(structures, str(args.data), stress_from)
+    preds = pot.evaluate(structures, stress=True)
+    m = error_metrics(data, [p.energy for p in preds], [p.forces for p in preds],
+                      [p.stress for p in preds])
+    if args.json:
+        print(json.dumps(m, indent=1))
+        return
+    print(f"{m['n_structures']} structures, {m['n_atoms']} atoms")
+    print(f"energy MAE  {m['energy_mae_mev_per_atom']:10.4f} meV/atom   RMSE "
+          f"{m['energy_rmse_mev_per_atom']:10.4f} meV/atom")
+    if "force_mae_ev_per_angstrom" in m:
+        print(f"force  MAE  {m['force_mae_ev_per_angstrom']:10.5f} eV/A       RMSE "
+              f"{m['force_rmse_ev_per_angstrom']:10.5f} eV/A (per component)")
+    if "stress_mae_gpa" in m:
+        print(f"stress MAE  {m['stress_mae_gpa']:10.4f} GPa        RMSE "
+              f"{m['stress_rmse_gpa']:10.4f} GPa")
+
+
 def _cmd_lammps_plugin_dir(args: argparse.Namespace) -> None:
     from .plugin_path import plugin_dir, plugin_file
 
@@ -113,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="describe a model file")
     s.add_argument("model")
     s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("train", help="train a potential from a YAML config")
+    s.add_argument("config", help="YAML configuration (docs/training.md)")
+    s.add_argument("--out", default=None, help="run directory (default: <config name>_run)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("test", help="errors of a model on reference data")
+    s.add_argument("model")
+    s.add_argument("data", help="structures with reference energies (and forces)")
+    s.add_argument("--format", default=None, help="n2p2, mlearn or an ASE format name")
+    s.add_argument("--length-unit", default="angstrom", help="length unit of DATA")
+    s.add_argument("--energy-unit", default="ev", help="energy unit of DATA")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    s.set_defaults(func=_cmd_test)
 
     s = sub.add_parser("lammps-plugin-dir", help="print the directory of the LAMMPS plugin")
     s.set_defaults(func=_cmd_lammps_plugin_dir)

@@ -1,13 +1,21 @@
-"""Training-data readers that ASE does not provide."""
+"""Training data: readers that ASE does not provide, the internal dataset type and splits.
+
+All data is converted to eV and Angstrom when read. A :class:`Dataset` is a list of ASE
+``Atoms`` with reference energy (required), forces (optional per structure) and stress
+(optional), plus a per-structure weight.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.units import GPa
 
 from .errors import NNMDError
 
@@ -16,9 +24,10 @@ def read_mlearn_json(path: str | Path) -> list[Atoms]:
     """The JSON format of materialsvirtuallab/mlearn: a list of entries with a pymatgen
     ``structure`` dict (Angstrom), ``outputs.energy`` (eV), ``outputs.forces`` (eV/A).
 
-    ``outputs.virial_stress`` (6 values, VASP order xx yy zz xy yz zx, kbar) is kept
-    unconverted in ``atoms.info['virial_stress_kbar']``; ``group`` and
-    ``description`` go to ``atoms.info`` too."""
+    ``outputs.virial_stress`` (6 values, VASP order xx yy zz xy yz zx, kbar, positive =
+    compressive) is kept unconverted in ``atoms.info['virial_stress_kbar']``; use
+    :func:`mlearn_stress` for the ASE stress. ``group`` and ``description`` go to
+    ``atoms.info`` too."""
     path = Path(path)
     try:
         entries = json.loads(path.read_text())
@@ -57,4 +66,114 @@ def read_mlearn_json(path: str | Path) -> list[Atoms]:
         out.append(atoms)
     if not out:
         raise NNMDError(f"{path}: no structures")
+    return out
+
+
+def mlearn_stress(atoms: Atoms) -> np.ndarray | None:
+    """ASE stress (Voigt xx yy zz yz xz xy, eV/A^3, positive = tensile) from mlearn's
+    VASP-convention ``virial_stress`` (kbar, xx yy zz xy yz zx, positive = compressive)."""
+    v = atoms.info.get("virial_stress_kbar")
+    if v is None:
+        return None
+    xx, yy, zz, xy, yz, zx = (float(x) for x in v)
+    return -0.1 * GPa * np.array([xx, yy, zz, yz, zx, xy])
+
+
+@dataclass
+class Dataset:
+    """Structures with reference data (eV, Angstrom).
+
+    ``energy[k]`` total energy; ``forces[k]`` (N_k, 3) or None; ``stress[k]`` 3x3 (ASE
+    sign) or None; ``weight[k]`` a per-structure loss weight."""
+
+    structures: list[Atoms]
+    energy: np.ndarray
+    forces: list[np.ndarray | None]
+    stress: list[np.ndarray | None]
+    weight: np.ndarray
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        return np.array([len(a) for a in self.structures])
+
+    def subset(self, index: Sequence[int]) -> Dataset:
+        idx = list(index)
+        return Dataset([self.structures[i] for i in idx], self.energy[idx],
+                       [self.forces[i] for i in idx], [self.stress[i] for i in idx],
+                       self.weight[idx], [self.names[i] for i in idx] if self.names else [])
+
+    def elements(self) -> set[str]:
+        return {s for a in self.structures for s in a.get_chemical_symbols()}
+
+    @classmethod
+    def from_structures(cls, structures: Sequence[Atoms], source: str = "",
+                        stress_from: str = "calculator") -> Dataset:
+        """Collect reference data attached to ``structures`` (a calculator's results, as
+        every reader here provides). A structure without energy is an error; forces and
+        stress are optional. A per-structure weight may be given in ``info['weight']``."""
+        from .io import reference_values
+
+        energy, forces, stress, weight, names = [], [], [], [], []
+        for k, atoms in enumerate(structures):
+            ref = reference_values(atoms)
+            where = f"{source} structure {k}" if source else f"structure {k}"
+            if "energy" not in ref:
+                raise NNMDError(f"{where} has no reference energy")
+            if not np.isfinite(ref["energy"]):
+                raise NNMDError(f"{where}: non-finite reference energy")
+            energy.append(ref["energy"])
+            f = ref.get("forces")
+            if f is not None and not np.all(np.isfinite(f)):
+                raise NNMDError(f"{where}: non-finite reference forces")
+            forces.append(f)
+            s = None
+            if stress_from == "mlearn":
+                v = mlearn_stress(atoms)
+                s = None if v is None else _voigt_to_3x3(v)
+            elif "stress" in ref:
+                s = np.asarray(ref["stress"])
+                s = _voigt_to_3x3(s) if s.shape == (6,) else s.reshape(3, 3)
+            if s is not None and not np.all(atoms.pbc):
+                s = None
+            stress.append(s)
+            w = float(atoms.info.get("weight", 1.0))
+            if not (w >= 0 and np.isfinite(w)):
+                raise NNMDError(f"{where}: weight must be a non-negative number")
+            weight.append(w)
+            names.append(str(atoms.info.get("group", atoms.info.get("name", ""))))
+        return cls(list(structures), np.array(energy, dtype=np.float64), forces, stress,
+                   np.array(weight, dtype=np.float64), names)
+
+
+def _voigt_to_3x3(v: np.ndarray) -> np.ndarray:
+    xx, yy, zz, yz, xz, xy = v
+    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]], dtype=np.float64)
+
+
+def concatenate(sets: Sequence[Dataset]) -> Dataset:
+    return Dataset(
+        [a for d in sets for a in d.structures],
+        np.concatenate([d.energy for d in sets]),
+        [f for d in sets for f in d.forces],
+        [s for d in sets for s in d.stress],
+        np.concatenate([d.weight for d in sets]),
+        [n for d in sets for n in d.names],
+    )
+
+
+def random_split(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Disjoint random index sets with the given fractions of n (the last set takes the
+    rest); deterministic for a seed."""
+    if any(f < 0 for f in fractions) or sum(fractions) > 1.0 + 1e-12:
+        raise NNMDError(f"split fractions {list(fractions)} must be >= 0 and sum to <= 1")
+    perm = np.random.default_rng(seed).permutation(n)
+    out, start = [], 0
+    for k, f in enumerate(fractions):
+        size = n - start if k == len(fractions) - 1 else round(f * n)
+        out.append(np.sort(perm[start:start + size]))
+        start += size
     return out

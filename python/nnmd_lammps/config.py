@@ -1,0 +1,243 @@
+"""Training configuration (YAML), validated into dataclasses.
+
+Every key is checked: an unknown or mistyped key is an error that names it (and suggests
+the closest valid key); values are type-checked. Paths are relative to the config file.
+See docs/training.md for the meaning of every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import NNMDError
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)
+    validation: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    format: str | None = None
+    length_unit: str = "angstrom"
+    energy_unit: str = "ev"
+    stress: str = "auto"  # auto | none | calculator | mlearn
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.0
+
+
+@dataclass
+class DescriptorConfig:
+    radial: int = 8
+    angular: int = 16
+    angular_type: int = 9
+    cutoff_type: int = 6
+    cutoff_alpha: float = 0.0
+    r_min: float | None = None  # Angstrom; None: 0.8 x shortest distance in the data
+    prune: bool = True
+    max_correlation: float = 0.999
+    functions: list[dict] | None = None  # explicit functions (SymmetryFunction dicts)
+
+
+@dataclass
+class NetworkConfig:
+    hidden: list[int] = field(default_factory=lambda: [32, 32])
+    activation: str = "tanh"
+    scaling: str = "sigma"
+
+
+@dataclass
+class RefineConfig:
+    optimizer: str = "lbfgs"
+    iterations: int = 0
+    history: int = 50
+    batch_structures: int = 0  # 0: full batch
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 300
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    lr_min: float = 1e-5
+    lr_factor: float = 0.5
+    lr_patience: int = 15
+    early_stopping_patience: int = 60
+    energy_weight: float = 1.0
+    force_weight: float = 1.0
+    stress_weight: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    dtype: str = "float64"
+    device: str = "cpu"
+    threads: int = 0
+    refine: RefineConfig = field(default_factory=RefineConfig)
+
+
+@dataclass
+class Config:
+    cutoff: float = 6.0
+    elements: list[str] | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    descriptors: DescriptorConfig = field(default_factory=DescriptorConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    base_dir: str = "."  # directory of the config file (set by load_config)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        return d
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _check_type(value, opt, where)
+            except NNMDError as exc:
+                errors.append(str(exc))
+        raise NNMDError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and item is str:
+            value = [value]
+        if not isinstance(value, list):
+            raise NNMDError(f"config key '{where}' must be a list, got {value!r}")
+        return [_check_type(v, item, f"{where}[{k}]") for k, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise NNMDError(f"config key '{where}' must be a mapping, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise NNMDError(f"config key '{where}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise NNMDError(f"config key '{where}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise NNMDError(f"config key '{where}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise NNMDError(f"config key '{where}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, raw: Any, where: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise NNMDError(f"config section '{where or 'top level'}' must be a mapping, "
+                        f"got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "base_dir"]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise NNMDError(f"unknown config key '{full}'{hint}; valid keys here: "
+                            f"{', '.join(names)}")
+        kwargs[key] = _check_type(value, hints[key], full)
+    return cls(**kwargs)
+
+
+CHOICES = {
+    "data.stress": ("auto", "none", "calculator", "mlearn"),
+    "network.activation": ("tanh", "softplus", "shifted_softplus", "silu", "sigmoid"),
+    "network.scaling": ("none", "scale", "center", "scale_center", "sigma"),
+    "training.dtype": ("float64", "float32"),
+    "training.refine.optimizer": ("lbfgs",),
+    "descriptors.angular_type": (3, 9),
+}
+
+
+def validate(cfg: Config) -> None:
+    def get(path: str):
+        obj = cfg
+        for part in path.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    for path, allowed in CHOICES.items():
+        if get(path) not in allowed:
+            raise NNMDError(f"config key '{path}' must be one of {list(allowed)}, "
+                            f"got {get(path)!r}")
+    positive = ["cutoff", "training.epochs", "training.batch_size", "training.learning_rate",
+                "descriptors.max_correlation"]
+    for path in positive:
+        if not get(path) > 0:
+            raise NNMDError(f"config key '{path}' must be positive, got {get(path)!r}")
+    for path in ("descriptors.radial", "descriptors.angular", "training.refine.iterations",
+                 "training.threads", "training.early_stopping_patience"):
+        if get(path) < 0:
+            raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
+    for path in ("training.energy_weight", "training.force_weight", "training.stress_weight"):
+        if get(path) < 0:
+            raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
+    if not cfg.data.train:
+        raise NNMDError("config key 'data.train' is required (training data file(s))")
+    if any(h <= 0 for h in cfg.network.hidden):
+        raise NNMDError("config key 'network.hidden' must list positive layer widths")
+    if not 0 <= cfg.data.validation_fraction < 1 or not 0 <= cfg.data.test_fraction < 1:
+        raise NNMDError("config keys 'data.validation_fraction' and 'data.test_fraction' must "
+                        "lie in [0, 1)")
+    if cfg.descriptors.functions is None and cfg.descriptors.radial + cfg.descriptors.angular == 0:
+        raise NNMDError("config: descriptors.radial and descriptors.angular are both 0")
+
+
+def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:
+    cfg = _build(Config, raw, "")
+    cfg.base_dir = str(Path(base_dir).resolve())
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise NNMDError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise NNMDError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}"
+                        ) from None
+    return config_from_dict(raw, path.parent)
+
+
+def resolve(cfg: Config, p: str) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else Path(cfg.base_dir) / q
+
+
+def dump_config(cfg: Config, path: str | Path, extra: dict | None = None) -> None:
+    d = cfg.to_dict()
+    for section in ("train", "validation", "test"):
+        d["data"][section] = [str(resolve(cfg, p)) for p in d["data"][section]]
+    if extra:
+        d.update(extra)
+    Path(path).write_text(yaml.safe_dump(d, sort_keys=False))

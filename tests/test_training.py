@@ -1,0 +1,353 @@
+"""Training: data readers, configuration, descriptor generation, the training loop,
+checkpoints and resume, determinism, export to LAMMPS."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from nnmd_lammps.config import config_from_dict, load_config
+from nnmd_lammps.data import Dataset, random_split
+from nnmd_lammps.errors import NNMDError
+from nnmd_lammps.io import read_structures
+from nnmd_lammps.n2p2 import write_input_data
+from nnmd_lammps.sfgen import GridSettings, angular_grid, generate, prune, radial_grid
+from nnmd_lammps.train import fit_reference_energies
+
+
+def emt_structures(n: int, seed: int = 0) -> list[Atoms]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        a = bulk("Cu", "fcc", a=3.6 * (1 + rng.uniform(-0.03, 0.03)), cubic=True).repeat(
+            (2, 1, 1) if k % 2 else (1, 2, 1))
+        a.rattle(0.08, seed=int(rng.integers(1 << 30)))
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
+        out.append(a)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cu_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cu")
+    import ase.io
+
+    ase.io.write(d / "train.extxyz", emt_structures(24, seed=1))
+    return d / "train.extxyz"
+
+
+def tiny_config(data: Path, **training) -> dict:
+    return {
+        "cutoff": 4.0,
+        "data": {"train": str(data), "validation_fraction": 0.2},
+        "descriptors": {"radial": 4, "angular": 4, "prune": False},
+        "network": {"hidden": [8]},
+        "training": {"epochs": 6, "batch_size": 4, "learning_rate": 0.01, "seed": 3,
+                     **training},
+    }
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+NNMD = [sys.executable, "-m", "nnmd_lammps.cli"]
+
+
+# -- data --------------------------------------------------------------------------------------
+
+def test_readers_agree(tmp_path):
+    """The same structures through extxyz, n2p2 input.data, mlearn JSON and an ASE
+    database give the same dataset."""
+    import ase.db
+    import ase.io
+
+    structures = emt_structures(3)
+    ase.io.write(tmp_path / "s.extxyz", structures)
+    write_input_data(tmp_path / "input.data", structures)
+    entries = []
+    for a in structures:
+        entries.append({"structure": {"lattice": {"matrix": a.cell.array.tolist()},
+                                      "sites": [{"species": [{"element": s, "occu": 1}],
+                                                 "xyz": p.tolist()}
+                                                for s, p in zip(a.get_chemical_symbols(),
+                                                                a.positions, strict=True)]},
+                        "outputs": {"energy": a.get_potential_energy(),
+                                    "forces": a.get_forces().tolist(),
+                                    "virial_stress": [0, 0, 0, 0, 0, 0]},
+                        "num_atoms": len(a), "group": "test"})
+    (tmp_path / "s.json").write_text(json.dumps(entries))
+    with ase.db.connect(tmp_path / "s.db") as db:
+        for a in structures:
+            db.write(a)
+    sets = {}
+    for name, fmt in (("s.extxyz", None), ("input.data", "n2p2"), ("s.json", None),
+                      ("s.db", None)):
+        ds = Dataset.from_structures(read_structures(tmp_path / name, fmt))
+        sets[name] = ds
+    ref = Dataset.from_structures(structures)
+    for name, ds in sets.items():
+        tol = 1e-7 if name == "s.extxyz" else 1e-12  # extxyz keeps 8 decimals
+        assert len(ds) == 3, name
+        np.testing.assert_allclose(ds.energy, ref.energy, rtol=1e-12, atol=tol, err_msg=name)
+        for f, g in zip(ds.forces, ref.forces, strict=True):
+            np.testing.assert_allclose(f, g, atol=tol, err_msg=name)
+        for a, b in zip(ds.structures, ref.structures, strict=True):
+            np.testing.assert_allclose(a.positions, b.positions, atol=tol, err_msg=name)
+    assert sets["s.extxyz"].stress[0] is not None  # extxyz keeps the EMT stress
+
+
+def test_units_are_converted(tmp_path):
+    structures = emt_structures(1)
+    write_input_data(tmp_path / "input.data", structures)  # values written as given
+    from ase.units import Bohr, Hartree
+
+    s = read_structures(tmp_path / "input.data", "n2p2", "bohr", "hartree")[0]
+    np.testing.assert_allclose(s.positions, structures[0].positions * Bohr)
+    assert s.get_potential_energy() == pytest.approx(
+        structures[0].get_potential_energy() * Hartree)
+    np.testing.assert_allclose(s.get_forces(), structures[0].get_forces() * Hartree / Bohr)
+
+
+def test_missing_energy_is_an_error(tmp_path):
+    import ase.io
+
+    ase.io.write(tmp_path / "noe.extxyz", Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]]))
+    with pytest.raises(NNMDError, match="no reference energy"):
+        Dataset.from_structures(read_structures(tmp_path / "noe.extxyz"), "noe.extxyz")
+
+
+def test_random_split_is_disjoint_and_seeded():
+    a = random_split(50, [0.2, 0.1, 0.7], seed=4)
+    b = random_split(50, [0.2, 0.1, 0.7], seed=4)
+    assert [len(x) for x in a] == [10, 5, 35]
+    assert sorted(np.concatenate(a).tolist()) == list(range(50))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0], random_split(50, [0.2, 0.1, 0.7], seed=5)[0])
+
+
+def test_reference_energies_least_squares():
+    mu = {"Cu": -3.5, "Ag": -2.25}
+    structures = []
+    for n_cu, n_ag in ((3, 1), (1, 3), (2, 2), (4, 0)):
+        a = Atoms(f"Cu{n_cu}Ag{n_ag}", positions=np.arange(3 * (n_cu + n_ag)).reshape(-1, 3))
+        a.calc = SinglePointCalculator(a, energy=n_cu * mu["Cu"] + n_ag * mu["Ag"])
+        structures.append(a)
+    fitted, _ = fit_reference_energies(Dataset.from_structures(structures), ["Cu", "Ag"])
+    assert fitted["Cu"] == pytest.approx(-3.5, abs=1e-12)
+    assert fitted["Ag"] == pytest.approx(-2.25, abs=1e-12)
+
+
+# -- descriptors -----------------------------------------------------------------------------------
+
+def test_generated_grids():
+    rad = radial_grid(1.0, 5.0, 4)
+    assert [rs for _, rs in rad] == pytest.approx([1.0, 2.0, 3.0, 4.0])
+    assert all(eta == pytest.approx(0.5) for eta, _ in rad)
+    ang = angular_grid(1.0, 5.0, 10)
+    assert len(ang) == 10 and len({(e, z, lam) for e, z, lam in ang}) == 10
+    assert {lam for _, _, lam in ang} == {-1.0, 1.0}
+    spec = generate(["O", "H"][::-1], GridSettings(5.0, 3, 2, 0.8))
+    # per centre: 2 neighbour elements x 3 radial + 3 element pairs x 2 angular
+    assert spec.num_functions("H") == 12 and spec.num_functions("O") == 12
+
+
+def test_pruning_removes_constant_and_duplicate_functions():
+    spec = generate(["Cu"], GridSettings(5.0, 3, 0, 1.0))
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.random(50))
+    G = torch.stack([x, torch.full_like(x, 2.0), 3 * x + 1], 1)  # constant, duplicate of x
+    pruned, notes = prune(spec, [G])
+    assert pruned.functions["Cu"] == [spec.functions["Cu"][0]]
+    assert len(notes["Cu"]) == 2
+
+
+# -- config --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change,needle", [
+    ({"trainig": {}}, "unknown config key 'trainig' (did you mean 'training'?)"),
+    ({"training": {"epocs": 3}}, "unknown config key 'training.epocs' (did you mean 'epochs'?)"),
+    ({"training": {"epochs": "many"}}, "'training.epochs' must be an integer"),
+    ({"network": {"activation": "relu"}}, "'network.activation' must be one of"),
+    ({"cutoff": -1.0}, "'cutoff' must be positive"),
+    ({"data": {"validation_fraction": 0.2}}, "'data.train' is required"),
+])
+def test_config_errors(tmp_path, cu_data, change, needle):
+    cfg = tiny_config(cu_data)
+    for k, v in change.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict) and v:
+            if k == "data":
+                cfg[k] = v
+            else:
+                cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    with pytest.raises(NNMDError) as info:
+        config_from_dict(cfg, tmp_path)
+    assert needle in str(info.value)
+
+
+def test_config_error_through_cli(tmp_path, cu_data):
+    cfg = tiny_config(cu_data)
+    cfg["descriptors"]["radail"] = 3
+    path = write_config(tmp_path / "bad.yaml", cfg)
+    r = subprocess.run([*NNMD, "train", str(path), "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "nnmd: error: unknown config key 'descriptors.radail' (did you mean 'radial'?); valid "
+        "keys here: radial, angular, angular_type, cutoff_type, cutoff_alpha, r_min, prune, "
+        "max_correlation, functions"]
+    (tmp_path / "broken.yaml").write_text("cutoff: [1, 2\n")
+    r = subprocess.run([*NNMD, "train", str(tmp_path / "broken.yaml")], capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "invalid YAML" in r.stderr
+
+
+def test_example_configs_differ_only_in_data_and_element():
+    root = Path(__file__).resolve().parents[1] / "examples" / "mlearn"
+    li = load_config(root / "li.yaml").to_dict()
+    si = load_config(root / "si.yaml").to_dict()
+    for cfg in (li, si):
+        cfg["data"]["train"] = cfg["data"]["test"] = None
+        cfg["elements"] = None
+    assert li == si
+
+
+# -- training --------------------------------------------------------------------------------------
+
+def _train(cfg: dict, tmp_path: Path, name: str) -> tuple[Path, dict]:
+    from nnmd_lammps.train import train
+
+    out = tmp_path / name
+    metrics = train(config_from_dict(cfg, tmp_path), out)
+    return out, metrics
+
+
+def test_training_lowers_the_loss_and_exports(tmp_path, cu_data):
+    out, metrics = _train(tiny_config(cu_data, epochs=15, refine={"iterations": 20}), tmp_path,
+                          "run")
+    for f in ("model.pt", "config.yaml", "train.log", "metrics.json", "learning_curve.png",
+              "parity_energy.png", "parity_forces.png", "checkpoint.pt"):
+        assert (out / f).exists(), f
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    hist = ck["history"]
+    assert hist["val_loss"][-1] < 0.5 * hist["val_loss"][0]
+    assert min(hist["refine_val_loss"]) <= min(hist["val_loss"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["validation"]["energy_mae_mev_per_atom"] == pytest.approx(
+        metrics["validation"]["energy_mae_mev_per_atom"])
+    # nnmd test reproduces the validation metrics of the run on the same structures
+    cfg_used = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg_used["data"]["train"] == [str(cu_data)]
+
+
+def test_training_is_deterministic(tmp_path, cu_data):
+    cfg = tiny_config(cu_data, epochs=4)
+    a, _ = _train(cfg, tmp_path, "a")
+    b, _ = _train(cfg, tmp_path, "b")
+    sa = torch.load(a / "checkpoint.pt", weights_only=True)["model_state"]
+    sb = torch.load(b / "checkpoint.pt", weights_only=True)["model_state"]
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_resume_after_kill_continues_from_checkpoint(tmp_path, cu_data):
+    """kill -9 during training, then --resume: the run ends with exactly the weights of an
+    uninterrupted run (nothing but the unfinished epoch is lost)."""
+    cfg = tiny_config(cu_data, epochs=300, early_stopping_patience=0)
+    path = write_config(tmp_path / "cfg.yaml", cfg)
+    ref, _ = _train(cfg, tmp_path, "reference")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*NNMD, "train", str(path), "--out", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        epoch = 0
+        while time.time() < deadline:
+            if (run / "checkpoint.pt").exists():
+                try:
+                    epoch = torch.load(run / "checkpoint.pt", weights_only=True)["epoch"]
+                except Exception:  # being replaced at this moment
+                    epoch = 0
+                if epoch >= 5:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = torch.load(run / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 5 <= killed_at < 300
+    r = subprocess.run([*NNMD, "train", str(path), "--out", str(run), "--resume"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming after epoch {killed_at}" in (run / "train.log").read_text()
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert b["epoch"] == 300
+    for k in a["model_state"]:
+        assert torch.equal(a["model_state"][k], b["model_state"][k]), k
+    # a new run into an existing run directory is refused
+    r = subprocess.run([*NNMD, "train", str(path), "--out", str(run)], capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "--resume" in r.stderr
+
+
+def test_exported_model_in_python_and_lammps(tmp_path, cu_data):
+    from nnmd_lammps.lammps_run import (
+        lammps_frame,
+        run_lammps,
+        single_point_deck,
+        write_lammps_data,
+    )
+    from nnmd_lammps.potential import Potential
+
+    out, _ = _train(tiny_config(cu_data, epochs=3), tmp_path, "run")
+    atoms = lammps_frame(emt_structures(1, seed=9)[0])
+    write_lammps_data(tmp_path / "s.data", atoms, ["Cu"])
+    res = run_lammps(single_point_deck(tmp_path / "s.data", out / "model.pt", ["Cu"]),
+                     tmp_path / "lmp")
+    atoms.positions = res.positions
+    ref = Potential.load(out / "model.pt").evaluate([atoms])[0]
+    assert abs(res.pe - ref.energy) < 1e-10 * abs(ref.energy)
+    assert np.abs(res.forces - ref.forces).max() < 1e-9
+
+
+def test_nnmd_test_command(tmp_path, cu_data):
+    out, _ = _train(tiny_config(cu_data, epochs=3), tmp_path, "run")
+    r = subprocess.run([*NNMD, "test", str(out / "model.pt"), str(cu_data), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    for key in ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom",
+                "force_mae_ev_per_angstrom", "force_rmse_ev_per_angstrom", "stress_mae_gpa"):
+        assert key in m
+    assert m["n_structures"] == 24
+    # independent recomputation of the force MAE
+    from nnmd_lammps.potential import Potential
+
+    structures = read_structures(cu_data)
+    preds = Potential.load(out / "model.pt").evaluate(structures)
+    mae = np.mean(np.concatenate([np.abs(p.forces - s.get_forces()).ravel()
+                                  for p, s in zip(preds, structures, strict=True)]))
+    assert m["force_mae_ev_per_angstrom"] == pytest.approx(mae, rel=1e-10)
