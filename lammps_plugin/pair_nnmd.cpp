@@ -14,6 +14,7 @@
 
 #include "nnmd_model.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -22,7 +23,8 @@ using namespace LAMMPS_NS;
 
 PairNNMD::PairNNMD(LAMMPS *lmp) :
     Pair(lmp), device("cpu"), nthreads(1), single_precision(false), cutoff_user(0.0),
-    cutoff_model(0.0)
+    cutoff_model(0.0), g5_method(nnmd::Descriptor::Method::Auto), profile(false),
+    t_descriptors(0.0), t_network(0.0), t_forces(0.0), n_calls(0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -53,7 +55,8 @@ void PairNNMD::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style nnmd [threads N] [cutoff R] [precision float64|float32] [device cpu|cuda] */
+/* pair_style nnmd [threads N] [cutoff R] [precision float64|float32] [device cpu|cuda]
+                   [g5 auto|direct|moments] [profile yes|no] */
 
 void PairNNMD::settings(int narg, char **arg)
 {
@@ -61,6 +64,8 @@ void PairNNMD::settings(int narg, char **arg)
   cutoff_user = 0.0;
   single_precision = false;
   device = "cpu";
+  g5_method = nnmd::Descriptor::Method::Auto;
+  profile = false;
   int iarg = 0;
   while (iarg < narg) {
     const std::string key = arg[iarg];
@@ -83,9 +88,21 @@ void PairNNMD::settings(int narg, char **arg)
       if (val != "cpu" && val != "cuda")
         error->all(FLERR, "pair_style nnmd: device must be cpu or cuda, got {}", val);
       device = val;
+    } else if (key == "g5") {
+      if (val == "auto")
+        g5_method = nnmd::Descriptor::Method::Auto;
+      else if (val == "direct")
+        g5_method = nnmd::Descriptor::Method::Direct;
+      else if (val == "moments")
+        g5_method = nnmd::Descriptor::Method::Moments;
+      else
+        error->all(FLERR, "pair_style nnmd: g5 must be auto, direct or moments, got {}", val);
+    } else if (key == "profile") {
+      profile = utils::logical(FLERR, val, false, lmp) == 1;
     } else {
       error->all(FLERR,
-                 "pair_style nnmd: unknown keyword {} (known: threads, cutoff, precision, device)",
+                 "pair_style nnmd: unknown keyword {} (known: threads, cutoff, precision, device, "
+                 "g5, profile)",
                  key);
     }
     iarg += 2;
@@ -136,13 +153,16 @@ void PairNNMD::coeff(int narg, char **arg)
   for (int i = 1; i <= ntypes; ++i) map[i] = type_to_element[i];
 
   descriptors.clear();
-  for (std::size_t e = 0; e < info.elements.size(); ++e)
+  for (std::size_t e = 0; e < info.elements.size(); ++e) {
     descriptors.push_back(std::make_unique<nnmd::Descriptor>(
         info.functions[e], static_cast<int>(info.elements.size())));
+    descriptors.back()->set_method(g5_method);
+  }
   local_atoms.assign(info.elements.size(), {});
   G.assign(info.elements.size(), {});
   dEdG.assign(info.elements.size(), {});
   Eatom.assign(info.elements.size(), {});
+  cache.assign(info.elements.size(), {});
 
   int count = 0;
   for (int i = 1; i <= ntypes; ++i)
@@ -230,8 +250,10 @@ void PairNNMD::compute(int eflag, int vflag)
     if (e >= 0) local_atoms[e].push_back(i);
   }
 
-  // pass 1: symmetry functions of every local atom, then all atoms of an element through
+  // pass 1: symmetry functions of every local atom; then all atoms of an element through
   // their network in one call
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
   for (int e = 0; e < nelements; ++e) {
     const int n = static_cast<int>(local_atoms[e].size());
     const int S = descriptors[e]->size();
@@ -239,10 +261,18 @@ void PairNNMD::compute(int eflag, int vflag)
     G[e].resize(static_cast<std::size_t>(n) * S);
     dEdG[e].resize(static_cast<std::size_t>(n) * S);
     Eatom[e].resize(n);
+    const std::size_t C = descriptors[e]->cache_size();
+    cache[e].resize(C * n);
     for (int r = 0; r < n; ++r) {
       gather(local_atoms[e][r], e);
-      descriptors[e]->compute(nb, &G[e][static_cast<std::size_t>(r) * S]);
+      descriptors[e]->compute(nb, &G[e][static_cast<std::size_t>(r) * S],
+                              C ? &cache[e][C * r] : nullptr);
     }
+  }
+  const auto t1 = Clock::now();
+  for (int e = 0; e < nelements; ++e) {
+    const int n = static_cast<int>(local_atoms[e].size());
+    if (n == 0) continue;
     try {
       model->evaluate(e, G[e].data(), n, Eatom[e].data(), dEdG[e].data());
     } catch (const std::exception &err) {
@@ -253,6 +283,7 @@ void PairNNMD::compute(int eflag, int vflag)
       if (eflag_atom) eatom[local_atoms[e][r]] += Eatom[e][r];
     }
   }
+  const auto t2 = Clock::now();
 
   // pass 2: forces F_j = -sum_i dE_i/dd_ij, F_i = +sum_j dE_i/dd_ij; virial W = -sum d (x) v
   for (int e = 0; e < nelements; ++e) {
@@ -263,7 +294,9 @@ void PairNNMD::compute(int eflag, int vflag)
       gather(i, e);
       const std::size_t m = nb.size();
       if (v.size() < 3 * m) v.resize(3 * m);
-      descriptors[e]->contract(nb, &dEdG[e][static_cast<std::size_t>(r) * S], v.data());
+      const std::size_t C = descriptors[e]->cache_size();
+      descriptors[e]->contract(nb, &dEdG[e][static_cast<std::size_t>(r) * S], v.data(),
+                               C ? &cache[e][C * r] : nullptr);
       for (std::size_t k = 0; k < m; ++k) {
         const int j = nb_index[k];
         const double vx = v[3 * k], vy = v[3 * k + 1], vz = v[3 * k + 2];
@@ -293,13 +326,44 @@ void PairNNMD::compute(int eflag, int vflag)
       }
     }
   }
+  if (profile) {
+    const auto t3 = Clock::now();
+    t_descriptors += std::chrono::duration<double>(t1 - t0).count();
+    t_network += std::chrono::duration<double>(t2 - t1).count();
+    t_forces += std::chrono::duration<double>(t3 - t2).count();
+    n_calls++;
+  }
+}
+
+/* profile yes: time per phase, averaged over ranks (printed after each run) */
+
+void PairNNMD::finish()
+{
+  if (!profile || n_calls == 0) return;
+  double mine[3] = {t_descriptors, t_network, t_forces}, sum[3], mx[3];
+  MPI_Allreduce(mine, sum, 3, MPI_DOUBLE, MPI_SUM, world);
+  MPI_Allreduce(mine, mx, 3, MPI_DOUBLE, MPI_MAX, world);
+  if (comm->me == 0) {
+    const double total = sum[0] + sum[1] + sum[2];
+    const char *names[3] = {"descriptors (pass 1)", "networks (libtorch)", "forces (pass 2)"};
+    std::string msg = fmt::format("pair nnmd profile over {} force calls (seconds per rank: "
+                                  "average, max; share of pair time):\n",
+                                  n_calls);
+    for (int k = 0; k < 3; ++k)
+      msg += fmt::format("  {:22s} {:10.4f} {:10.4f}  {:5.1f}%\n", names[k],
+                         sum[k] / comm->nprocs, mx[k], total > 0 ? 100.0 * sum[k] / total : 0.0);
+    utils::logmesg(lmp, msg);
+  }
+  t_descriptors = t_network = t_forces = 0.0;
+  n_calls = 0;
 }
 
 double PairNNMD::memory_usage()
 {
   double bytes = Pair::memory_usage();
   for (std::size_t e = 0; e < G.size(); ++e)
-    bytes += sizeof(double) * (G[e].capacity() + dEdG[e].capacity() + Eatom[e].capacity()) +
+    bytes += sizeof(double) * (G[e].capacity() + dEdG[e].capacity() + Eatom[e].capacity() +
+                               cache[e].capacity()) +
         sizeof(int) * local_atoms[e].capacity();
   bytes += sizeof(double) * (nb.x.capacity() * 4 + v.capacity()) +
       sizeof(int) * (nb.elem.capacity() + nb_index.capacity());

@@ -1,6 +1,7 @@
 /* nnmd-lammps: LAMMPS pair style nnmd (Behler-Parrinello neural-network potentials).
 
    pair_style nnmd [threads N] [cutoff R] [precision float64|float32] [device cpu|cuda]
+                   [g5 auto|direct|moments] [profile yes|no]
    pair_coeff * * model.pt El1 El2 ... (one element or NULL per atom type)
 
    The symmetry functions and forces are computed here (sf_kernels.*); the element
@@ -35,6 +36,7 @@ class PairNNMD : public Pair {
   void init_style() override;
   double init_one(int, int) override;
   double memory_usage() override;
+  void finish() override;
 
  protected:
   std::unique_ptr<nnmd::Model> model;
@@ -46,10 +48,14 @@ class PairNNMD : public Pair {
   bool single_precision;
   double cutoff_user;    // 0: the model's cutoff
   double cutoff_model;
+  nnmd::Descriptor::Method g5_method;
+  bool profile;
+  double t_descriptors, t_network, t_forces;    // accumulated seconds (profile yes)
+  long n_calls;
 
   // per-step work arrays (grown, never shrunk)
   std::vector<std::vector<int>> local_atoms;    // per element: local indices i
-  std::vector<std::vector<double>> G, dEdG, Eatom;
+  std::vector<std::vector<double>> G, dEdG, Eatom, cache;
   nnmd::Neighbors nb;
   std::vector<int> nb_index;    // LAMMPS index j of each neighbour in nb
   std::vector<double> v;        // dE/dd per neighbour

@@ -1,5 +1,12 @@
 /* nnmd-lammps: symmetry-function kernels (see sf_kernels.h, docs/symmetry_functions.md). */
 
+#if defined(NNMD_USE_LIBMVEC) && !defined(__FAST_MATH__)
+// glibc declares the SIMD variants of exp, tanh, cos, ... (libmvec, <= 4 ulp) only under
+// __FAST_MATH__; define it here, without -ffast-math's other effects, so that the
+// vectorised loops below call them. (Before any system header.)
+#define __FAST_MATH__ 1
+#endif
+
 #include "sf_kernels.h"
 
 #include <algorithm>
@@ -159,7 +166,7 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
         return g.e1 == p.e1 && g.fc.same(fc);
       });
       if (it == radial_.end()) {
-        radial_.push_back(RadialGroup{p.e1, fc, {}, {}, {}});
+        radial_.push_back(RadialGroup{p.e1, fc, p.cutoff_type, p.cutoff_alpha, {}, {}, {}});
         it = radial_.end() - 1;
       }
       it->eta.push_back(p.eta);
@@ -177,6 +184,8 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
       g.e1 = a;
       g.e2 = b;
       g.fc = fc;
+      g.ctype = p.cutoff_type;
+      g.alpha = p.cutoff_alpha;
       angular_.push_back(g);
       it = angular_.end() - 1;
     }
@@ -194,6 +203,7 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
     g.out.push_back(s);
   }
   for (AngularGroup &g : angular_) {
+    work_.nmax = std::max({work_.nmax, g.ueta.size(), g.vlam.size()});
     g.kmax = 0;
     if (g.type != 9) continue;
     int k = 0;
@@ -231,6 +241,12 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
       }
   }
   t.first[kmax_all + 1] = static_cast<int>(t.degree.size());
+  for (AngularGroup &g : angular_) {
+    if (g.kmax <= 0) continue;
+    g.cache_offset = cache_size_;
+    const std::size_t na = t.first[g.kmax + 1];
+    cache_size_ += 1 + g.ueta.size() * (2 * na + 1);    // flag, M_u,side, sum w^2
+  }
   const int na = static_cast<int>(t.degree.size());
   auto find = [&](int x, int y, int z) {
     if (x < 0 || y < 0 || z < 0) return -1;
@@ -270,189 +286,427 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
 // ---------------------------------------------------------------------------------------
 // radial functions (docs section 2)
 
+// ---------------------------------------------------------------------------------------
+// vectorisable cutoff functions (same formulas as Cutoff::eval, inlined into SIMD loops)
+
+namespace {
+struct CutParams {
+  double rc, rci, iw, pre;
+};
+
+template <int CT>
+inline __attribute__((always_inline)) void cutoff_inline(double r, const CutParams &p,
+                                                         double &f, double &df)
+{
+  const bool inside = r < p.rc;
+  if constexpr (CT == 0) {
+    f = inside ? 1.0 : 0.0;
+    df = 0.0;
+  } else if constexpr (CT == 2 || CT == 3) {
+    const double t = std::tanh(1.0 - r / p.rc);
+    const double t2 = t * t;
+    f = inside ? p.pre * t * t2 : 0.0;
+    df = inside ? p.pre * 3.0 * t2 * (t2 - 1.0) / p.rc : 0.0;
+  } else {
+    double x = (r - p.rci) * p.iw;
+    x = x < 0.0 ? 0.0 : (x > 1.0 ? 1.0 : x);
+    double fx, dfx;
+    if constexpr (CT == 1) {
+      fx = 0.5 * (std::cos(PI * x) + 1.0);
+      dfx = -0.5 * PI * std::sin(PI * x);
+    } else if constexpr (CT == 4) {
+      const double xs = x < 0.999999 ? x : 0.999999;
+      const double den = 1.0 - xs * xs;
+      fx = std::exp(1.0 - 1.0 / den);
+      dfx = -2.0 * xs / (den * den) * fx;
+    } else if constexpr (CT == 5) {
+      fx = (2.0 * x - 3.0) * x * x + 1.0;
+      dfx = 6.0 * x * (x - 1.0);
+    } else if constexpr (CT == 6) {
+      fx = ((15.0 - 6.0 * x) * x - 10.0) * x * x * x + 1.0;
+      const double u = x * (x - 1.0);
+      dfx = -30.0 * u * u;
+    } else if constexpr (CT == 7) {
+      const double x2 = x * x;
+      fx = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x2 * x2 + 1.0;
+      const double u = x * (x - 1.0);
+      dfx = 140.0 * u * u * u;
+    } else {
+      const double x2 = x * x;
+      fx = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x2 * x2 * x + 1.0;
+      const double u = x * (x - 1.0);
+      const double u2 = u * u;
+      dfx = -630.0 * u2 * u2;
+    }
+    const bool inner = r < p.rci;
+    f = inside ? (inner ? 1.0 : fx) : 0.0;
+    df = (inside && !inner) ? dfx * p.iw : 0.0;
+  }
+}
+
+CutParams cut_params(const Cutoff &c, int type, double alpha)
+{
+  const double rc = c.rc();
+  const double rci = alpha * rc;
+  return {rc, rci, 1.0 / (rc - rci), type == 3 ? std::pow(1.0 / std::tanh(1.0), 3) : 1.0};
+}
+
+template <int CT>
+void cutoff_array_t(const double *r, int n, const CutParams &p, double *f, double *df)
+{
+#pragma omp simd
+  for (int q = 0; q < n; ++q) cutoff_inline<CT>(r[q], p, f[q], df[q]);
+}
+
+void cutoff_array(int type, const double *r, int n, const CutParams &p, double *f, double *df)
+{
+  switch (type) {
+    case 0: cutoff_array_t<0>(r, n, p, f, df); break;
+    case 1: cutoff_array_t<1>(r, n, p, f, df); break;
+    case 2: cutoff_array_t<2>(r, n, p, f, df); break;
+    case 3: cutoff_array_t<3>(r, n, p, f, df); break;
+    case 4: cutoff_array_t<4>(r, n, p, f, df); break;
+    case 5: cutoff_array_t<5>(r, n, p, f, df); break;
+    case 6: cutoff_array_t<6>(r, n, p, f, df); break;
+    case 7: cutoff_array_t<7>(r, n, p, f, df); break;
+    default: cutoff_array_t<8>(r, n, p, f, df); break;
+  }
+}
+}    // namespace
+
+// ---------------------------------------------------------------------------------------
+// neighbours of a group in list order (structure of arrays)
+
+void Descriptor::collect(const Neighbors &nb, int e1, int e2, double rc, int ctype,
+                         double alpha, const Cutoff &fc, const std::vector<double> &eta,
+                         const std::vector<double> &rs) const
+{
+  Work &w = work_;
+  const std::size_t n = nb.size();
+  if (w.cap < n || w.lk.size() < n) w.reserve(std::max<std::size_t>(n, 16));
+  int m = 0;
+  for (int pass = 0; pass < (e2 >= 0 && e2 != e1 ? 2 : 1); ++pass) {
+    const int want = pass == 0 ? e1 : e2;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (nb.elem[k] != want || nb.r[k] >= rc) continue;
+      w.lk[m] = static_cast<int>(k);
+      w.lx[m] = nb.x[k];
+      w.ly[m] = nb.y[k];
+      w.lz[m] = nb.z[k];
+      w.lr[m] = nb.r[k];
+      ++m;
+    }
+    if (pass == 0) w.n1 = m;
+  }
+  w.nl = m;
+  const CutParams p = cut_params(fc, ctype, alpha);
+  cutoff_array(ctype, w.lr.data(), m, p, w.lf.data(), w.ldf.data());
+  const std::size_t cap = w.cap;
+  for (std::size_t u = 0; u < eta.size(); ++u) {
+    double *le = &w.le[u * cap], *lxu = &w.lxu[u * cap];
+    const double et = eta[u], r0 = rs[u];
+    const double *lr = w.lr.data();
+#pragma omp simd
+    for (int q = 0; q < m; ++q) {
+      const double x = lr[q] - r0;
+      lxu[q] = x;
+      le[q] = std::exp(-et * x * x);
+    }
+  }
+#pragma omp simd
+  for (int q = 0; q < m; ++q) w.lri[q] = 1.0 / w.lr[q];
+}
+
+void Descriptor::Work::reserve(std::size_t n)
+{
+  cap = std::max(cap, (n + 7) / 8 * 8 + 8);    // blocks of 8 may read up to 7 past the end
+  nmax = std::max<std::size_t>(nmax, 1);
+  for (auto *vec : {&lx, &ly, &lz, &lr, &lri, &lf, &ldf, &tcos, &tr3, &tF, &tdF1, &tdF2, &tdF3,
+                    &tcx, &tcy, &tcz, &tinv, &tqc, &vlx, &vly, &vlz})
+    vec->resize(cap);
+  lk.resize(cap);
+  tq.resize(cap);
+  for (auto *vec : {&le, &lxu, &tR, &tD1, &tD2, &tD3, &tW, &tpz, &tpz1})
+    vec->resize(cap * nmax);
+}
+
+// ---------------------------------------------------------------------------------------
+// radial functions (docs section 2)
+
 template <bool DERIV>
 void Descriptor::radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
                         double *v) const
 {
-  const std::size_t n = nb.size();
-  const double rc = g.fc.rc();
-  const std::size_t ns = g.out.size();
-  for (std::size_t k = 0; k < n; ++k) {
-    const double r = nb.r[k];
-    if (nb.elem[k] != g.e1 || r >= rc) continue;
-    double f, df;
-    g.fc.eval(r, f, df);
-    double coef = 0.0;
-    for (std::size_t s = 0; s < ns; ++s) {
-      const double x = r - g.rs[s];
-      const double e = std::exp(-g.eta[s] * x * x);
-      if (DERIV)
-        coef += c[g.out[s]] * (df - 2.0 * g.eta[s] * x * f) * e;
-      else
-        G[g.out[s]] += e * f;
-    }
-    if (DERIV) {
-      coef /= r;
-      v[3 * k] += coef * nb.x[k];
-      v[3 * k + 1] += coef * nb.y[k];
-      v[3 * k + 2] += coef * nb.z[k];
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// angular functions: neighbours of a group, their cutoff values and Gaussians
-
-void Descriptor::gather(const AngularGroup &g, const Neighbors &nb) const
-{
-  const std::size_t n = nb.size();
-  const std::size_t nu = g.ueta.size();
-  const double rc = g.fc.rc();
-  grow(fc_, n);
-  grow(dfc_, n);
-  grow(eu_, n * nu);
-  grow(xu_, n * nu);
-  list1_.clear();
-  list2_.clear();
-  for (std::size_t k = 0; k < n; ++k) {
-    const double r = nb.r[k];
-    if (r >= rc) continue;
-    const int e = nb.elem[k];
-    if (e == g.e1)
-      list1_.push_back(static_cast<int>(k));
-    else if (e == g.e2)
-      list2_.push_back(static_cast<int>(k));
-    else
-      continue;
-    g.fc.eval(r, fc_[k], dfc_[k]);
-    for (std::size_t u = 0; u < nu; ++u) {
-      const double x = r - g.urs[u];
-      xu_[k * nu + u] = x;
-      eu_[k * nu + u] = std::exp(-g.ueta[u] * x * x);
+  collect(nb, g.e1, -1, g.fc.rc(), g.ctype, g.alpha, g.fc, {}, {});
+  Work &w = work_;
+  const int m = w.nl;
+  if (m == 0) return;
+  const double *lr = w.lr.data(), *lf = w.lf.data(), *ldf = w.ldf.data();
+  double *coef = w.tqc.data();
+  if (DERIV)
+    for (int q = 0; q < m; ++q) coef[q] = 0.0;
+  for (std::size_t s = 0; s < g.out.size(); ++s) {
+    const double et = g.eta[s], r0 = g.rs[s];
+    if (!DERIV) {
+      double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int q = 0; q < m; ++q) {
+        const double x = lr[q] - r0;
+        sum += std::exp(-et * x * x) * lf[q];
+      }
+      G[g.out[s]] += sum;
+    } else {
+      const double cs = c[g.out[s]];
+#pragma omp simd
+      for (int q = 0; q < m; ++q) {
+        const double x = lr[q] - r0;
+        coef[q] += cs * (ldf[q] - 2.0 * et * x * lf[q]) * std::exp(-et * x * x);
+      }
     }
   }
+  if (DERIV)
+    for (int q = 0; q < m; ++q) {
+      const int k = w.lk[q];
+      const double cr = coef[q] * w.lri[q];
+      v[3 * k] += cr * w.lx[q];
+      v[3 * k + 1] += cr * w.ly[q];
+      v[3 * k + 2] += cr * w.lz[q];
+    }
 }
 
 bool Descriptor::use_moments(const AngularGroup &g) const
 {
   if (g.kmax <= 0 || method_ == Method::Direct) return false;
   if (method_ == Method::Moments) return true;
-  // cost model (calibrated with benchmarks/kernel_timing): direct ~ triplets x
-  // (geometry + work per function); moments ~ neighbours x multi-indices x (1 + 2 nu)
-  const double n1 = static_cast<double>(list1_.size()), n2 = static_cast<double>(list2_.size());
+  // Cost model in nanoseconds, fitted to `nnmd_sf_eval ... time-direct / time-moments` on
+  // fcc environments of 12 to 176 neighbours with 8 to 24 functions (AVX2, 2026):
+  //   direct  ~ triplets (29 + 0.82 n_functions) + 150 per first neighbour
+  //   moments ~ neighbours x multi-indices (1.8 + 0.7 n_gaussians) + 2000
+  // The cross-over lies near 20 neighbours.
+  const double n1 = work_.n1, n2 = work_.nl - work_.n1;
   const double triplets = (g.e1 == g.e2) ? 0.5 * n1 * (n1 - 1.0) : n1 * n2;
-  const double direct = triplets * (12.0 + 1.5 * g.out.size() + 3.0 * g.ueta.size());
+  const double direct = triplets * (29.0 + 0.82 * g.out.size()) + 150.0 * n1;
   const double nalpha = table_.first[g.kmax + 1];
-  const double moments = (n1 + n2) * nalpha * (1.0 + 2.0 * g.ueta.size());
+  const double moments = (n1 + n2) * nalpha * (1.8 + 0.7 * g.ueta.size()) + 2000.0;
   return moments < direct;
 }
 
 // ---------------------------------------------------------------------------------------
-// angular functions: triplet sums (docs section 3)
+// angular functions: triplet sums (docs section 3), vectorised over the second neighbour
 
-template <bool DERIV>
-void Descriptor::angular_direct(const AngularGroup &g, const Neighbors &nb, double *G,
-                                const double *c, double *v) const
+template <bool DERIV, bool NARROW, int CT>
+void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double *c,
+                                  double *v) const
 {
+  Work &w = work_;
   const std::size_t nu = g.ueta.size(), nv = g.vlam.size(), ns = g.out.size();
-  const double rc = g.fc.rc();
-  const bool narrow = (g.type == 3);
-  grow(pz_, nv);
-  grow(pz1_, nv);
-  grow(R_, nu);
-  grow(D1_, nu);
-  grow(D2_, nu);
-  grow(D3_, nu);
-  grow(W_, nu);
+  const std::size_t cap = w.cap;
+  const int n1 = w.n1, nl = w.nl;
+  const bool same = (g.e1 == g.e2);
+  const CutParams cp = cut_params(g.fc, g.ctype, g.alpha);
+  const double rc2 = cp.rc * cp.rc;
+  const double *lx = w.lx.data(), *ly = w.ly.data(), *lz = w.lz.data(), *lri = w.lri.data();
+  const double *lf = w.lf.data(), *ldf = w.ldf.data();
+  double *tcos = w.tcos.data(), *tr3 = w.tr3.data(), *tF = w.tF.data(), *tinv = w.tinv.data();
+  double *tdF1 = w.tdF1.data(), *tdF2 = w.tdF2.data(), *tdF3 = w.tdF3.data();
+  double *tcx = w.tcx.data(), *tcy = w.tcy.data(), *tcz = w.tcz.data();
+  double *vlx = w.vlx.data(), *vly = w.vly.data(), *vlz = w.vlz.data();
+  if (DERIV)
+    for (int q = 0; q < nl; ++q) vlx[q] = vly[q] = vlz[q] = 0.0;
 
-  auto triplet = [&](int j, int k) {
-    const double ax = nb.x[j], ay = nb.y[j], az = nb.z[j], r1 = nb.r[j];
-    const double bx = nb.x[k], by = nb.y[k], bz = nb.z[k], r2 = nb.r[k];
-    const double cx = bx - ax, cy = by - ay, cz = bz - az;
-    double r3 = 1.0, f3 = 1.0, df3 = 0.0;
-    if (narrow) {
-      const double r3sq = cx * cx + cy * cy + cz * cz;
-      if (r3sq >= rc * rc) return;
-      r3 = std::sqrt(r3sq);
-      g.fc.eval(r3, f3, df3);
-    }
-    const double f1 = fc_[j], f2 = fc_[k];
-    const double F = f1 * f2 * f3;
-    const double inv12 = 1.0 / (r1 * r2);
-    const double cos = (ax * bx + ay * by + az * bz) * inv12;
-    const double pp = 1.0 + cos, pm = 1.0 - cos;
-    for (std::size_t w = 0; w < nv; ++w) {
-      const double P = g.vlam[w] > 0.0 ? pp : pm;
-      if (P <= 0.0) {
-        pz_[w] = pz1_[w] = 0.0;
-        continue;
+  for (int p = 0; p < n1; ++p) {
+    const int qb = same ? p + 1 : n1, qe = same ? n1 : nl;
+    const int np = qe - qb;
+    if (np <= 0) continue;
+    const double ax = lx[p], ay = ly[p], az = lz[p], r1i = lri[p], f1 = lf[p], df1 = ldf[p];
+    // partners k of j = p; for type 3 only those with r_jk < rc (about half of them)
+    int nt = np;
+    int *tq = w.tq.data();
+    if constexpr (NARROW) {
+      double *r3sq = w.tr3.data();
+#pragma omp simd
+      for (int t = 0; t < np; ++t) {
+        const int q = qb + t;
+        const double cx = lx[q] - ax, cy = ly[q] - ay, cz = lz[q] - az;
+        r3sq[t] = cx * cx + cy * cy + cz * cz;
       }
-      const int zi = g.vzi[w];
-      pz1_[w] = zi > 0 ? pow_int(P, zi - 1) : std::pow(P, g.vzeta[w] - 1.0);
-      pz_[w] = pz1_[w] * P;
-    }
-    const double *ej = &eu_[j * nu], *ek = &eu_[k * nu];
-    double dF1 = 0.0, dF2 = 0.0, dF3 = 0.0;
-    if (DERIV) {
-      dF1 = dfc_[j] * f2 * f3;
-      dF2 = f1 * dfc_[k] * f3;
-      dF3 = f1 * f2 * df3;
-    }
-    for (std::size_t u = 0; u < nu; ++u) {
-      double E = ej[u] * ek[u];
-      double x3 = 0.0;
-      if (narrow) {
-        x3 = r3 - g.urs[u];
-        E *= std::exp(-g.ueta[u] * x3 * x3);
+      nt = 0;
+      for (int t = 0; t < np; ++t) {    // branch-free compaction
+        tq[nt] = qb + t;
+        nt += r3sq[t] < rc2;
       }
-      R_[u] = E * F;
+    } else {
+      for (int t = 0; t < np; ++t) tq[t] = qb + t;
+    }
+    if (nt == 0) continue;
+    // geometry of the triplets (j = p, k = tq[t])
+#pragma omp simd
+    for (int t = 0; t < nt; ++t) {
+      const int q = tq[t];
+      const double bx = lx[q], by = ly[q], bz = lz[q];
+      const double inv12 = r1i * lri[q];
+      tinv[t] = inv12;
+      tcos[t] = (ax * bx + ay * by + az * bz) * inv12;
+      double f3 = 1.0, df3 = 0.0;
+      if constexpr (NARROW) {
+        const double cx = bx - ax, cy = by - ay, cz = bz - az;
+        const double r3 = std::sqrt(cx * cx + cy * cy + cz * cz);
+        cutoff_inline<CT>(r3, cp, f3, df3);
+        tr3[t] = r3;
+        tcx[t] = cx;
+        tcy[t] = cy;
+        tcz[t] = cz;
+      }
+      const double f2 = lf[q];
+      tF[t] = f1 * f2 * f3;
       if (DERIV) {
-        const double te = 2.0 * g.ueta[u];
-        D1_[u] = E * (dF1 - te * xu_[j * nu + u] * F);
-        D2_[u] = E * (dF2 - te * xu_[k * nu + u] * F);
-        D3_[u] = narrow ? E * (dF3 - te * x3 * F) : 0.0;
-        W_[u] = 0.0;
+        tdF1[t] = df1 * f2 * f3;
+        tdF2[t] = f1 * ldf[q] * f3;
+        tdF3[t] = f1 * f2 * df3;
+      }
+    }
+    // radial parts per distinct (eta, rs)
+    for (std::size_t u = 0; u < nu; ++u) {
+      const double et = g.ueta[u], r0 = g.urs[u], te = 2.0 * et;
+      const double ej = w.le[u * cap + p], x1 = w.lxu[u * cap + p];
+      const double *le = &w.le[u * cap], *lxu = &w.lxu[u * cap];
+      double *R = &w.tR[u * cap], *D1 = &w.tD1[u * cap], *D2 = &w.tD2[u * cap],
+             *D3 = &w.tD3[u * cap];
+#pragma omp simd
+      for (int t = 0; t < nt; ++t) {
+        const int q = tq[t];
+        double E = ej * le[q];
+        double x3 = 0.0;
+        if constexpr (NARROW) {
+          x3 = tr3[t] - r0;
+          E *= std::exp(-et * x3 * x3);
+        }
+        const double F = tF[t];
+        R[t] = E * F;
+        if (DERIV) {
+          D1[t] = E * (tdF1[t] - te * x1 * F);
+          D2[t] = E * (tdF2[t] - te * lxu[q] * F);
+          D3[t] = NARROW ? E * (tdF3[t] - te * x3 * F) : 0.0;
+        }
+      }
+    }
+    // angular parts per distinct (lambda, zeta)
+    for (std::size_t a = 0; a < nv; ++a) {
+      const double lam = g.vlam[a], zm1 = g.vzeta[a] - 1.0;
+      const int zi = g.vzi[a];
+      double *pz = &w.tpz[a * cap], *pz1 = &w.tpz1[a * cap];
+      if (zi > 0) {
+#pragma omp simd
+        for (int t = 0; t < nt; ++t) {
+          const double P = 1.0 + lam * tcos[t];
+          const double Pp = P > 0.0 ? P : 0.0;
+          double y = 1.0;
+          for (int e = 1; e < zi; ++e) y *= Pp;
+          pz1[t] = y;
+          pz[t] = y * Pp;
+        }
+      } else {
+#pragma omp simd
+        for (int t = 0; t < nt; ++t) {
+          const double P = 1.0 + lam * tcos[t];
+          const double y = P > 0.0 ? std::pow(P > 0.0 ? P : 1.0, zm1) : 0.0;
+          pz1[t] = y;
+          pz[t] = y * (P > 0.0 ? P : 0.0);
+        }
       }
     }
     if (!DERIV) {
       for (std::size_t s = 0; s < ns; ++s) {
-        const int w = g.sv[s];
-        G[g.out[s]] += g.vnorm[w] * pz_[w] * R_[g.su[s]];
+        const int a = g.sv[s], u = g.su[s];
+        const double *pz = &w.tpz[a * cap], *R = &w.tR[u * cap];
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int t = 0; t < nt; ++t) sum += pz[t] * R[t];
+        G[g.out[s]] += g.vnorm[a] * sum;
       }
-      return;
+      continue;
     }
-    double qc = 0.0;
-    for (std::size_t s = 0; s < ns; ++s) {
-      const int w = g.sv[s], u = g.su[s];
-      const double cs = c[g.out[s]] * g.vnorm[w];
-      qc += cs * g.vzeta[w] * g.vlam[w] * pz1_[w] * R_[u];
-      W_[u] += cs * pz_[w];
-    }
-    double q1 = 0.0, q2 = 0.0, q3 = 0.0;
+    // force pass: per triplet dE/dcos (qc) and dE/dR_u (W_u)
+    double *qc = w.tqc.data();
+    for (int t = 0; t < nt; ++t) qc[t] = 0.0;
     for (std::size_t u = 0; u < nu; ++u) {
-      q1 += W_[u] * D1_[u];
-      q2 += W_[u] * D2_[u];
-      q3 += W_[u] * D3_[u];
+      double *W = &w.tW[u * cap];
+      for (int t = 0; t < nt; ++t) W[t] = 0.0;
     }
-    // dT/da = qc dcos/da + q1 a/r1 - q3 c/r3;  dT/db = qc dcos/db + q2 b/r2 + q3 c/r3
-    const double ca = qc * inv12, cb = qc * cos;
-    const double sa = q1 / r1 - cb / (r1 * r1), sb = q2 / r2 - cb / (r2 * r2);
-    const double s3 = narrow ? q3 / r3 : 0.0;
-    v[3 * j] += ca * bx + sa * ax - s3 * cx;
-    v[3 * j + 1] += ca * by + sa * ay - s3 * cy;
-    v[3 * j + 2] += ca * bz + sa * az - s3 * cz;
-    v[3 * k] += ca * ax + sb * bx + s3 * cx;
-    v[3 * k + 1] += ca * ay + sb * by + s3 * cy;
-    v[3 * k + 2] += ca * az + sb * bz + s3 * cz;
-  };
+    for (std::size_t s = 0; s < ns; ++s) {
+      const int a = g.sv[s], u = g.su[s];
+      const double cs = c[g.out[s]] * g.vnorm[a];
+      if (cs == 0.0) continue;
+      const double czl = cs * g.vzeta[a] * g.vlam[a];
+      const double *pz = &w.tpz[a * cap], *pz1 = &w.tpz1[a * cap], *R = &w.tR[u * cap];
+      double *W = &w.tW[u * cap];
+#pragma omp simd
+      for (int t = 0; t < nt; ++t) {
+        qc[t] += czl * pz1[t] * R[t];
+        W[t] += cs * pz[t];
+      }
+    }
+    double vjx = 0.0, vjy = 0.0, vjz = 0.0;
+#pragma omp simd reduction(+ : vjx, vjy, vjz)
+    for (int t = 0; t < nt; ++t) {
+      double q1 = 0.0, q2 = 0.0, q3 = 0.0;
+      for (std::size_t u = 0; u < nu; ++u) {
+        const double W = w.tW[u * cap + t];
+        q1 += W * w.tD1[u * cap + t];
+        q2 += W * w.tD2[u * cap + t];
+        if (NARROW) q3 += W * w.tD3[u * cap + t];
+      }
+      const int q = tq[t];
+      const double r2i = lri[q];
+      const double ca = qc[t] * tinv[t], cb = qc[t] * tcos[t];
+      const double sa = (q1 - cb * r1i) * r1i, sb = (q2 - cb * r2i) * r2i;
+      const double s3 = NARROW ? q3 / tr3[t] : 0.0;
+      const double bx = lx[q], by = ly[q], bz = lz[q];
+      const double cx = NARROW ? tcx[t] : 0.0, cy = NARROW ? tcy[t] : 0.0,
+                   cz = NARROW ? tcz[t] : 0.0;
+      vjx += ca * bx + sa * ax - s3 * cx;
+      vjy += ca * by + sa * ay - s3 * cy;
+      vjz += ca * bz + sa * az - s3 * cz;
+      vlx[q] += ca * ax + sb * bx + s3 * cx;
+      vly[q] += ca * ay + sb * by + s3 * cy;
+      vlz[q] += ca * az + sb * bz + s3 * cz;
+    }
+    vlx[p] += vjx;
+    vly[p] += vjy;
+    vlz[p] += vjz;
+  }
+  if (DERIV)
+    for (int q = 0; q < nl; ++q) {
+      const int k = w.lk[q];
+      v[3 * k] += vlx[q];
+      v[3 * k + 1] += vly[q];
+      v[3 * k + 2] += vlz[q];
+    }
+}
 
-  if (g.e1 == g.e2) {
-    const std::size_t m = list1_.size();
-    for (std::size_t p = 0; p + 1 < m; ++p)
-      for (std::size_t q = p + 1; q < m; ++q) triplet(list1_[p], list1_[q]);
-  } else {
-    for (int j : list1_)
-      for (int k : list2_) triplet(j, k);
+template <bool DERIV>
+void Descriptor::angular_direct(const AngularGroup &g, double *G, const double *c,
+                                double *v) const
+{
+  const bool narrow = (g.type == 3);
+  switch (narrow ? g.ctype : 0) {
+#define NNMD_CASE(CT)                                                   \
+  case CT:                                                               \
+    if (narrow)                                                          \
+      angular_direct_t<DERIV, true, CT>(g, G, c, v);                     \
+    else                                                                 \
+      angular_direct_t<DERIV, false, 0>(g, G, c, v);                     \
+    break;
+    NNMD_CASE(0)
+    NNMD_CASE(1)
+    NNMD_CASE(2)
+    NNMD_CASE(3)
+    NNMD_CASE(4)
+    NNMD_CASE(5)
+    NNMD_CASE(6)
+    NNMD_CASE(7)
+    NNMD_CASE(8)
+#undef NNMD_CASE
   }
 }
 
@@ -465,41 +719,78 @@ void Descriptor::angular_direct(const AngularGroup &g, const Neighbors &nb, doub
 //   G_s = 2^(1-zeta) sum_m C(zeta, m) lambda^m T_u,m
 
 template <bool DERIV>
-void Descriptor::angular_moments(const AngularGroup &g, const Neighbors &nb, double *G,
-                                 const double *c, double *v) const
+void Descriptor::angular_moments(const AngularGroup &g, double *G, const double *c, double *v,
+                                 double *cache_out, const double *cache_in) const
 {
   const MomentTable &t = table_;
-  const std::size_t nu = g.ueta.size(), ns = g.out.size();
+  Work &wk = work_;
+  const std::size_t nu = g.ueta.size(), ns = g.out.size(), cap = wk.cap;
   const int K = g.kmax;
   const int na = t.first[K + 1];
+  const int nbeta = t.first[K];
   const bool same = (g.e1 == g.e2);
   const int sides = same ? 1 : 2;
-  grow(mono_, na);
+  const int nq = wk.nl;
+  // monomials n_q^alpha of every neighbour's unit vector, alpha-major: mono[i * cap + q]
+  grow(mono_, static_cast<std::size_t>(na) * cap);
   grow(mom_, nu * 2 * na);
   grow(tsum_, nu * (K + 1));
   grow(dsq_, nu);
-  std::fill(mom_.begin(), mom_.begin() + nu * 2 * na, 0.0);
-  std::fill(dsq_.begin(), dsq_.begin() + nu, 0.0);
-
-  auto monomials = [&](int k) {
-    const double rinv = 1.0 / nb.r[k];
-    const double n[3] = {nb.x[k] * rinv, nb.y[k] * rinv, nb.z[k] * rinv};
-    mono_[0] = 1.0;
-    for (int i = 1; i < na; ++i) mono_[i] = mono_[t.pred[i]] * n[t.pred_axis[i]];
-  };
-  // moments
-  for (int side = 0; side < sides; ++side) {
-    const std::vector<int> &list = side == 0 ? list1_ : list2_;
-    for (int k : list) {
-      monomials(k);
-      for (std::size_t u = 0; u < nu; ++u) {
-        const double w = eu_[k * nu + u] * fc_[k];
-        double *M = &mom_[(u * 2 + side) * na];
-        const double *mono = mono_.data();
+  double *mono = mono_.data();
+  {
+    double *nx = wk.tcx.data(), *ny = wk.tcy.data(), *nz = wk.tcz.data();
 #pragma omp simd
-        for (int i = 0; i < na; ++i) M[i] += w * mono[i];
-        if (same) dsq_[u] += w * w;
+    for (int q = 0; q < nq; ++q) {
+      nx[q] = wk.lx[q] * wk.lri[q];
+      ny[q] = wk.ly[q] * wk.lri[q];
+      nz[q] = wk.lz[q] * wk.lri[q];
+      mono[q] = 1.0;
+    }
+    const double *axis[3] = {nx, ny, nz};
+    for (int i = 1; i < na; ++i) {
+      const double *src = mono + static_cast<std::size_t>(t.pred[i]) * cap;
+      const double *n = axis[t.pred_axis[i]];
+      double *dst = mono + static_cast<std::size_t>(i) * cap;
+#pragma omp simd
+      for (int q = 0; q < nq; ++q) dst[q] = src[q] * n[q];
+    }
+  }
+  // weights w_u(r_q) and moments M_u,side[alpha] = sum_q w_q n_q^alpha (or from the cache)
+  const double *cin = cache_in ? cache_in + g.cache_offset : nullptr;
+  const bool cached = cin && cin[0] == 1.0;
+  for (std::size_t u = 0; u < nu; ++u) {
+    if (cached) {
+      std::copy(cin + 1 + u * 2 * na, cin + 1 + (u + 1) * 2 * na, &mom_[u * 2 * na]);
+      dsq_[u] = cin[1 + nu * 2 * na + u];
+      continue;
+    }
+    double *wq = &wk.tR[u * cap];
+    const double *le = &wk.le[u * cap];
+    double d2 = 0.0;
+#pragma omp simd reduction(+ : d2)
+    for (int q = 0; q < nq; ++q) {
+      wq[q] = le[q] * wk.lf[q];
+      d2 += wq[q] * wq[q];
+    }
+    dsq_[u] = d2;
+    for (int side = 0; side < sides; ++side) {
+      const int qb = side == 0 ? 0 : wk.n1, qe = (side == 0 && !same) ? wk.n1 : nq;
+      double *M = &mom_[(u * 2 + side) * na];
+      for (int i = 0; i < na; ++i) {
+        const double *mi = mono + static_cast<std::size_t>(i) * cap;
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int q = qb; q < qe; ++q) sum += wq[q] * mi[q];
+        M[i] = sum;
       }
+    }
+  }
+  if (cache_out) {
+    double *co = cache_out + g.cache_offset;
+    co[0] = 1.0;
+    for (std::size_t u = 0; u < nu; ++u) {
+      std::copy(&mom_[u * 2 * na], &mom_[(u + 1) * 2 * na], co + 1 + u * 2 * na);
+      co[1 + nu * 2 * na + u] = dsq_[u];
     }
   }
   // pair sums T_u,m
@@ -507,18 +798,18 @@ void Descriptor::angular_moments(const AngularGroup &g, const Neighbors &nb, dou
     const double *M1 = &mom_[(u * 2) * na];
     const double *M2 = same ? M1 : &mom_[(u * 2 + 1) * na];
     for (int m = 0; m <= K; ++m) {
-      double s = 0.0;
-      for (int i = t.first[m]; i < t.first[m + 1]; ++i) s += t.mult[i] * M1[i] * M2[i];
-      tsum_[u * (K + 1) + m] = same ? 0.5 * (s - dsq_[u]) : s;
+      double sum = 0.0;
+      for (int i = t.first[m]; i < t.first[m + 1]; ++i) sum += t.mult[i] * M1[i] * M2[i];
+      tsum_[u * (K + 1) + m] = same ? 0.5 * (sum - dsq_[u]) : sum;
     }
   }
   if (!DERIV) {
     for (std::size_t s = 0; s < ns; ++s) {
-      const int w = g.sv[s], u = g.su[s], z = g.vzi[w];
-      const double lam = g.vlam[w];
+      const int a = g.sv[s], u = g.su[s], z = g.vzi[a];
+      const double lam = g.vlam[a];
       double sum = 0.0, lm = 1.0;
       for (int m = 0; m <= z; ++m, lm *= lam) sum += binom_[z][m] * lm * tsum_[u * (K + 1) + m];
-      G[g.out[s]] += g.vnorm[w] * sum;
+      G[g.out[s]] += g.vnorm[a] * sum;
     }
     return;
   }
@@ -526,24 +817,31 @@ void Descriptor::angular_moments(const AngularGroup &g, const Neighbors &nb, dou
   grow(gsum_, nu * (K + 1));
   std::fill(gsum_.begin(), gsum_.begin() + nu * (K + 1), 0.0);
   for (std::size_t s = 0; s < ns; ++s) {
-    const int w = g.sv[s], u = g.su[s], z = g.vzi[w];
-    const double lam = g.vlam[w], cs = c[g.out[s]] * g.vnorm[w];
+    const int a = g.sv[s], u = g.su[s], z = g.vzi[a];
+    const double lam = g.vlam[a], cs = c[g.out[s]] * g.vnorm[a];
     double lm = 1.0;
     for (int m = 0; m <= z; ++m, lm *= lam) gsum_[u * (K + 1) + m] += cs * binom_[z][m] * lm;
   }
-  // B_u,side[alpha] = dE/dM_u,side[alpha] = g_u,|alpha| mult[alpha] M_u,other[alpha]
-  // (for e1 = e2 the factor 2 of d(M^2) cancels the 1/2 of the j < k sum), stored with
-  // B1[alpha] = |alpha| B[alpha] and Bi[beta] = (beta_i + 1) B[beta + e_i] (|beta| < K),
-  // so that each neighbour needs five dot products with its monomials:
-  //   d(w n^alpha)/dd = dw n^alpha n + (w/r) (sum_i alpha_i n^(alpha - e_i) e_i - |alpha| n^alpha n)
-  const int nbeta = t.first[K];
-  const std::size_t stride = 2 * static_cast<std::size_t>(na) + 3 * nbeta;
-  grow(adj_, nu * 2 * stride);
-  for (std::size_t u = 0; u < nu; ++u)
+  // B[alpha] = dE/dM_u,side[alpha] = g_u,|alpha| mult[alpha] M_u,other[alpha] (for e1 = e2
+  // the factor 2 of d(M^2) cancels the 1/2 of the j < k sum). For each neighbour q:
+  //   S0 = sum_alpha B n^alpha, S1 = sum_alpha |alpha| B n^alpha,
+  //   S2_i = sum_alpha alpha_i B n^(alpha - e_i) = sum_beta (beta_i + 1) B[beta + e_i] n^beta
+  //   dE/dd_q = (dw S0 - w S1 / r) n + (w / r) S2   (+ the diagonal term for e1 = e2)
+  // accumulated as axpy's over the neighbours (vectorised along q).
+  // coefficient vectors per (u, side): B, B1 = |alpha| B (length na), Bx, By, Bz (nbeta)
+  grow(adj_, 2 * static_cast<std::size_t>(na) + 3 * nbeta);
+  double *B = adj_.data(), *B1 = B + na, *Bx = B1 + na, *By = Bx + nbeta, *Bz = By + nbeta;
+  double *s0 = wk.tD1.data(), *s1 = wk.tD2.data(), *s2x = wk.tD3.data(), *s2y = wk.tW.data(),
+         *s2z = wk.tqc.data();
+  double *vx = wk.vlx.data(), *vy = wk.vly.data(), *vz = wk.vlz.data();
+  for (int q = 0; q < nq; ++q) vx[q] = vy[q] = vz[q] = 0.0;
+  constexpr int BW = 8;    // neighbours per register block (cap is a multiple of BW)
+  for (std::size_t u = 0; u < nu; ++u) {
+    double gdiag = 0.0;
+    for (int m = 0; m <= K; ++m) gdiag += gsum_[u * (K + 1) + m];
     for (int side = 0; side < sides; ++side) {
+      const int qb = side == 0 ? 0 : wk.n1, qe = (side == 0 && !same) ? wk.n1 : nq;
       const double *Mo = &mom_[(u * 2 + (same ? 0 : 1 - side)) * na];
-      double *B = &adj_[(u * 2 + side) * stride];
-      double *B1 = B + na;
       for (int m = 0; m <= K; ++m) {
         const double gm = gsum_[u * (K + 1) + m];
         for (int i = t.first[m]; i < t.first[m + 1]; ++i) {
@@ -551,87 +849,99 @@ void Descriptor::angular_moments(const AngularGroup &g, const Neighbors &nb, dou
           B1[i] = m * B[i];
         }
       }
-      for (int c = 0; c < 3; ++c) {
-        double *Bc = B + 2 * na + c * nbeta;
-        const int *up = t.up[c].data();
-        const double *w = t.upw[c].data();
-        for (int i = 0; i < nbeta; ++i) Bc[i] = w[i] * B[up[i]];
+      for (int i = 0; i < nbeta; ++i) {
+        Bx[i] = t.upw[0][i] * B[t.up[0][i]];
+        By[i] = t.upw[1][i] * B[t.up[1][i]];
+        Bz[i] = t.upw[2][i] * B[t.up[2][i]];
       }
-    }
-  // per neighbour: v_k = sum_u sum_alpha B[alpha] d(w n^alpha)/dd  (+ diagonal term)
-  for (int side = 0; side < sides; ++side) {
-    const std::vector<int> &list = side == 0 ? list1_ : list2_;
-    for (int k : list) {
-      monomials(k);
-      const double r = nb.r[k], rinv = 1.0 / r;
-      const double n[3] = {nb.x[k] * rinv, nb.y[k] * rinv, nb.z[k] * rinv};
-      const double *mono = mono_.data();
-      double vx = 0.0, vy = 0.0, vz = 0.0;
-      for (std::size_t u = 0; u < nu; ++u) {
-        const double *B = &adj_[(u * 2 + side) * stride];
-        const double *B1 = B + na, *Bx = B + 2 * na, *By = Bx + nbeta, *Bz = By + nbeta;
-        double s0 = 0.0, s1 = 0.0, s2x = 0.0, s2y = 0.0, s2z = 0.0;
-#pragma omp simd reduction(+ : s0, s1, s2x, s2y, s2z)
+      // S0, S1, S2 for blocks of BW neighbours: a small matrix-vector product per block
+      for (int q0 = qb; q0 < qe; q0 += BW) {
+        double a0[BW] = {}, a1[BW] = {}, ax[BW] = {}, ay[BW] = {}, az[BW] = {};
         for (int i = 0; i < nbeta; ++i) {
-          const double mi = mono[i];
-          s0 += B[i] * mi;
-          s1 += B1[i] * mi;
-          s2x += Bx[i] * mi;
-          s2y += By[i] * mi;
-          s2z += Bz[i] * mi;
+          const double *mi = mono + static_cast<std::size_t>(i) * cap + q0;
+          const double b = B[i], b1 = B1[i], bx = Bx[i], by = By[i], bz = Bz[i];
+#pragma omp simd
+          for (int l = 0; l < BW; ++l) {
+            a0[l] += b * mi[l];
+            a1[l] += b1 * mi[l];
+            ax[l] += bx * mi[l];
+            ay[l] += by * mi[l];
+            az[l] += bz * mi[l];
+          }
         }
-#pragma omp simd reduction(+ : s0, s1)
         for (int i = nbeta; i < na; ++i) {
-          s0 += B[i] * mono[i];
-          s1 += B1[i] * mono[i];
+          const double *mi = mono + static_cast<std::size_t>(i) * cap + q0;
+          const double b = B[i], b1 = B1[i];
+#pragma omp simd
+          for (int l = 0; l < BW; ++l) {
+            a0[l] += b * mi[l];
+            a1[l] += b1 * mi[l];
+          }
         }
-        const double e = eu_[k * nu + u];
-        const double w = e * fc_[k];
-        const double dw = e * (dfc_[k] - 2.0 * g.ueta[u] * xu_[k * nu + u] * fc_[k]);
-        double radial = dw * s0 - w * rinv * s1;
-        if (same) {
-          double gdiag = 0.0;
-          for (int m = 0; m <= K; ++m) gdiag += gsum_[u * (K + 1) + m];
-          radial -= gdiag * w * dw;    // d/dd of -(1/2) g sum_j w_j^2
+        const int nw = std::min(BW, qe - q0);
+        for (int l = 0; l < nw; ++l) {
+          s0[q0 + l] = a0[l];
+          s1[q0 + l] = a1[l];
+          s2x[q0 + l] = ax[l];
+          s2y[q0 + l] = ay[l];
+          s2z[q0 + l] = az[l];
         }
-        const double tang = w * rinv;
-        vx += radial * n[0] + tang * s2x;
-        vy += radial * n[1] + tang * s2y;
-        vz += radial * n[2] + tang * s2z;
       }
-      v[3 * k] += vx;
-      v[3 * k + 1] += vy;
-      v[3 * k + 2] += vz;
+      const double te = 2.0 * g.ueta[u];
+      const double *le = &wk.le[u * cap], *lxu = &wk.lxu[u * cap];
+      const double *nx = wk.tcx.data(), *ny = wk.tcy.data(), *nz = wk.tcz.data();
+#pragma omp simd
+      for (int q = qb; q < qe; ++q) {
+        const double e = le[q], f = wk.lf[q], rinv = wk.lri[q];
+        const double w = e * f;
+        const double dw = e * (wk.ldf[q] - te * lxu[q] * f);
+        double radial = dw * s0[q] - w * rinv * s1[q];
+        if (same) radial -= gdiag * w * dw;    // d/dd of -(1/2) g sum_q w_q^2
+        const double tang = w * rinv;
+        vx[q] += radial * nx[q] + tang * s2x[q];
+        vy[q] += radial * ny[q] + tang * s2y[q];
+        vz[q] += radial * nz[q] + tang * s2z[q];
+      }
     }
+  }
+  for (int q = 0; q < nq; ++q) {
+    const int k = wk.lk[q];
+    v[3 * k] += vx[q];
+    v[3 * k + 1] += vy[q];
+    v[3 * k + 2] += vz[q];
   }
 }
 
 // ---------------------------------------------------------------------------------------
 // public entry points
 
-void Descriptor::compute(const Neighbors &nb, double *G) const
+void Descriptor::compute(const Neighbors &nb, double *G, double *cache) const
 {
   std::fill(G, G + n_functions_, 0.0);
   for (const RadialGroup &g : radial_) radial<false>(g, nb, G, nullptr, nullptr);
   for (const AngularGroup &g : angular_) {
-    gather(g, nb);
+    if (cache && g.kmax > 0) cache[g.cache_offset] = 0.0;
+    collect(nb, g.e1, g.e2, g.fc.rc(), g.ctype, g.alpha, g.fc, g.ueta, g.urs);
+    if (work_.nl < 2) continue;
     if (use_moments(g))
-      angular_moments<false>(g, nb, G, nullptr, nullptr);
+      angular_moments<false>(g, G, nullptr, nullptr, cache, nullptr);
     else
-      angular_direct<false>(g, nb, G, nullptr, nullptr);
+      angular_direct<false>(g, G, nullptr, nullptr);
   }
 }
 
-void Descriptor::contract(const Neighbors &nb, const double *c, double *v) const
+void Descriptor::contract(const Neighbors &nb, const double *c, double *v,
+                          const double *cache) const
 {
   std::fill(v, v + 3 * nb.size(), 0.0);
   for (const RadialGroup &g : radial_) radial<true>(g, nb, nullptr, c, v);
   for (const AngularGroup &g : angular_) {
-    gather(g, nb);
+    collect(nb, g.e1, g.e2, g.fc.rc(), g.ctype, g.alpha, g.fc, g.ueta, g.urs);
+    if (work_.nl < 2) continue;
     if (use_moments(g))
-      angular_moments<true>(g, nb, nullptr, c, v);
+      angular_moments<true>(g, nullptr, c, v, nullptr, cache);
     else
-      angular_direct<true>(g, nb, nullptr, c, v);
+      angular_direct<true>(g, nullptr, c, v);
   }
 }
 

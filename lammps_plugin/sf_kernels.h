@@ -95,25 +95,34 @@ class Descriptor {
   // Direct for groups that cannot use it (non-integer zeta).
   void set_method(Method m) { method_ = m; }
 
-  void compute(const Neighbors &nb, double *G) const;
-  void contract(const Neighbors &nb, const double *c, double *v) const;
+  // `cache` (optional, cache_size() doubles per atom) keeps the moment tensors of one
+  // atom from compute() for its contract(), which then skips recomputing them.
+  void compute(const Neighbors &nb, double *G, double *cache = nullptr) const;
+  void contract(const Neighbors &nb, const double *c, double *v,
+                const double *cache = nullptr) const;
   void jacobian(const Neighbors &nb, double *G, double *dG) const;
+  std::size_t cache_size() const { return cache_size_; }
 
  private:
   struct RadialGroup {
     int e1;
     Cutoff fc;
+    int ctype;
+    double alpha;
     std::vector<double> eta, rs;
     std::vector<int> out;
   };
   struct AngularGroup {
     int type, e1, e2;
     Cutoff fc;
+    int ctype = 0;
+    double alpha = 0.0;
     std::vector<double> ueta, urs;                    // distinct (eta, rs)
     std::vector<double> vlam, vzeta, vnorm;           // distinct (lambda, zeta); 2^(1-zeta)
     std::vector<int> vzi;                             // integer zeta, or 0
     std::vector<int> su, sv, out;                     // per function: u, v, output index
     int kmax = 0;                                     // moments: largest zeta (0: impossible)
+    std::size_t cache_offset = 0;                     // this group's part of the cache
   };
   struct MomentTable {    // multi-indices alpha with |alpha| <= K, grouped by degree
     int K = -1;
@@ -126,20 +135,38 @@ class Descriptor {
     std::vector<int> first;                 // first index of degree m (size K + 2)
   };
 
+  // Workspace: the neighbours of the current group in list order (structure of arrays),
+  // per-triplet temporaries of one first neighbour, per-neighbour force accumulators.
+  struct Work {
+    std::size_t cap = 0, nmax = 1;
+    int n1 = 0, nl = 0;    // neighbours of the first element, of both
+    std::vector<int> lk, tq;
+    std::vector<double> lx, ly, lz, lr, lri, lf, ldf;
+    std::vector<double> le, lxu;    // [u * cap + q]
+    std::vector<double> tcos, tr3, tF, tdF1, tdF2, tdF3, tcx, tcy, tcz, tinv, tqc;
+    std::vector<double> tR, tD1, tD2, tD3, tW, tpz, tpz1;    // [u or v * cap + t]
+    std::vector<double> vlx, vly, vlz;
+    void reserve(std::size_t n);
+  };
+
+  void collect(const Neighbors &nb, int e1, int e2, double rc, int ctype, double alpha,
+               const Cutoff &fc, const std::vector<double> &eta,
+               const std::vector<double> &rs) const;
   template <bool DERIV>
   void radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
               double *v) const;
-  void gather(const AngularGroup &g, const Neighbors &nb) const;
   template <bool DERIV>
-  void angular_direct(const AngularGroup &g, const Neighbors &nb, double *G, const double *c,
-                      double *v) const;
+  void angular_direct(const AngularGroup &g, double *G, const double *c, double *v) const;
+  template <bool DERIV, bool NARROW, int CT>
+  void angular_direct_t(const AngularGroup &g, double *G, const double *c, double *v) const;
   template <bool DERIV>
-  void angular_moments(const AngularGroup &g, const Neighbors &nb, double *G, const double *c,
-                       double *v) const;
+  void angular_moments(const AngularGroup &g, double *G, const double *c, double *v,
+                       double *cache_out, const double *cache_in) const;
   bool use_moments(const AngularGroup &g) const;
 
   int n_functions_ = 0;
   int n_elements_ = 0;
+  std::size_t cache_size_ = 0;
   double cutoff_ = 0.0;
   Method method_ = Method::Auto;
   std::vector<RadialGroup> radial_;
@@ -147,9 +174,7 @@ class Descriptor {
   MomentTable table_;
   std::vector<std::vector<double>> binom_;    // binomial coefficients C(n, m)
   // workspace
-  mutable std::vector<int> list1_, list2_;
-  mutable std::vector<double> fc_, dfc_, eu_, xu_;    // per listed neighbour (x nu)
-  mutable std::vector<double> pz_, pz1_, R_, D1_, D2_, D3_, W_;
+  mutable Work work_;
   mutable std::vector<double> mono_, mom_, adj_, tsum_, gsum_, dsq_;
 };
 

@@ -121,3 +121,37 @@ def test_driver_rejects_bad_parameters():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "lambda must be +1 or -1" in proc.stderr
+
+
+@pytest.mark.parametrize("ctype", [1, 2, 6])
+def test_linear_scaling_type9_equals_direct_sum(ctype):
+    """The moment-tensor evaluation of type-9 functions (integer zeta) against the direct
+    triplet sum, G and all derivatives, in a crowded three-element environment."""
+    from ase.build import bulk
+    from ase.neighborlist import neighbor_list
+
+    from nnmd_lammps.symmetry import SymmetryFunction
+
+    fns = {e: [] for e in ELEMENTS}
+    for c in ELEMENTS:
+        for i, a in enumerate(ELEMENTS):
+            for b in ELEMENTS[i:]:
+                for eta in (0.01, 0.07):
+                    for zeta in (1.0, 2.0, 4.0, 8.0, 16.0):
+                        for lam in (-1.0, 1.0):
+                            fns[c].append(SymmetryFunction(9, c, (a, b), eta, 5.5, 0.0, lam,
+                                                           zeta, ctype))
+    spec = DescriptorSpec(ELEMENTS, fns)
+    atoms = bulk("Cu", "fcc", a=2.9).repeat(5)
+    atoms.rattle(0.1, seed=3)
+    i, _, D = neighbor_list("ijD", atoms, 5.5)
+    vecs = D[i == 0]
+    elems = np.random.default_rng(0).integers(0, 3, len(vecs))
+    assert len(vecs) > 60
+    G_dir, J_dir = run_driver(spec, "C", vecs, elems, "jacobian-direct")
+    G_mom, J_mom = run_driver(spec, "C", vecs, elems, "jacobian-moments")
+    # relative to each function's scale sum_{j<k} w_j w_k (>= |G|): the terms of the
+    # binomial expansion partly cancel for lambda = -1
+    np.testing.assert_allclose(G_mom, G_dir, rtol=1e-12, atol=1e-13 * np.abs(G_dir).max())
+    np.testing.assert_allclose(J_mom, J_dir, rtol=1e-10, atol=1e-12 * np.abs(J_dir).max())
+    assert np.abs(J_dir).max() > 1e-3

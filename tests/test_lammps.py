@@ -108,6 +108,24 @@ def test_python_and_lammps_agree(ternary, tmp_path, name):
     _compare(pot, path, atoms, ["C", "N", "Cu"], tmp_path)
 
 
+@pytest.mark.parametrize("method", ["direct", "moments"])
+def test_type9_evaluation_methods_agree_with_python(ternary, tmp_path, method):
+    """pair_style nnmd g5 direct / g5 moments (the default chooses per atom)."""
+    pot, path = ternary
+    symbols, cell, pbc = STRUCTURES["orthogonal"]
+    atoms = _random(symbols, cell, pbc, seed=8)
+    frame = lammps_frame(atoms)
+    write_lammps_data(tmp_path / "s.data", frame, ["C", "N", "Cu"])
+    res = run_lammps(single_point_deck(tmp_path / "s.data", path, ["C", "N", "Cu"],
+                                       pair_style_args=f"g5 {method}"), tmp_path)
+    mine = frame.copy()
+    mine.positions = res.positions
+    ref = pot.evaluate([mine])[0]
+    assert abs(res.pe - ref.energy) < 1e-10 * abs(ref.energy)
+    assert np.abs(res.forces - ref.forces).max() < 1e-9
+    assert np.abs(res.virial - _voigt(ref.virial)).max() < 1e-8 * np.abs(res.virial).max()
+
+
 def test_two_ranks_and_type_mapping(ternary, tmp_path):
     """Two ranks; atom types in another order than the model's elements, and two types
     mapped to the same element."""
@@ -373,3 +391,22 @@ def test_example_deck_runs(copper, tmp_path):
     np.testing.assert_allclose(th[:, 3], th[:, 4], rtol=1e-12)  # pe == sum of pe/atom
     np.testing.assert_allclose(th[:, 7], th[:, 8], rtol=1e-9, atol=1e-6)  # press from atoms
     assert (tmp_path / "nvt.lammpstrj").exists()
+
+
+def test_float32_networks_error_bound(copper, tmp_path):
+    """precision float32: networks in single precision (descriptors and force sums stay
+    double); the differences to float64 are reported and bounded."""
+    model, data = copper
+    res = {}
+    for prec in ("float64", "float32"):
+        res[prec] = run_lammps(single_point_deck(data, model, ["Cu"],
+                                                 pair_style_args=f"precision {prec}"),
+                               tmp_path / prec)
+    n = len(res["float64"].ids)
+    de = abs(res["float32"].pe - res["float64"].pe) / n
+    df = np.abs(res["float32"].forces - res["float64"].forces).max()
+    fscale = np.abs(res["float64"].forces).max()
+    print(f"float32 networks: |dE| {de:.2e} eV/atom, max |dF| {df:.2e} eV/A "
+          f"(max |F| {fscale:.2f} eV/A)")
+    assert 0.0 < de < 1e-5
+    assert 0.0 < df < 1e-4
