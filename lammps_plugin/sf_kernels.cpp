@@ -399,22 +399,32 @@ void Descriptor::collect(const Neighbors &nb, int e1, int e2, double rc, int cty
     if (pass == 0) w.n1 = m;
   }
   w.nl = m;
+  // pad to a multiple of 4 with neighbours at r = rc (fc = 0, no contribution), so that
+  // vector loops need no scalar remainder
+  const int mp = (m + 3) & ~3;
+  for (int q = m; q < mp; ++q) {
+    w.lk[q] = -1;
+    w.lx[q] = rc;
+    w.ly[q] = w.lz[q] = 0.0;
+    w.lr[q] = rc;
+  }
+  w.nlp = mp;
   const CutParams p = cut_params(fc, ctype, alpha);
-  cutoff_array(ctype, w.lr.data(), m, p, w.lf.data(), w.ldf.data());
+  cutoff_array(ctype, w.lr.data(), mp, p, w.lf.data(), w.ldf.data());
   const std::size_t cap = w.cap;
   for (std::size_t u = 0; u < eta.size(); ++u) {
     double *le = &w.le[u * cap], *lxu = &w.lxu[u * cap];
     const double et = eta[u], r0 = rs[u];
     const double *lr = w.lr.data();
 #pragma omp simd
-    for (int q = 0; q < m; ++q) {
+    for (int q = 0; q < mp; ++q) {
       const double x = lr[q] - r0;
       lxu[q] = x;
       le[q] = std::exp(-et * x * x);
     }
   }
 #pragma omp simd
-  for (int q = 0; q < m; ++q) w.lri[q] = 1.0 / w.lr[q];
+  for (int q = 0; q < mp; ++q) w.lri[q] = 1.0 / w.lr[q];
 }
 
 void Descriptor::Work::reserve(std::size_t n)
@@ -422,7 +432,7 @@ void Descriptor::Work::reserve(std::size_t n)
   cap = std::max(cap, (n + 7) / 8 * 8 + 8);    // blocks of 8 may read up to 7 past the end
   nmax = std::max<std::size_t>(nmax, 1);
   for (auto *vec : {&lx, &ly, &lz, &lr, &lri, &lf, &ldf, &tcos, &tr3, &tF, &tdF1, &tdF2, &tdF3,
-                    &tcx, &tcy, &tcz, &tinv, &tqc, &vlx, &vly, &vlz})
+                    &tcx, &tcy, &tcz, &tinv, &tqc, &vlx, &vly, &vlz, &tkx, &tky, &tkz})
     vec->resize(cap);
   lk.resize(cap);
   tq.resize(cap);
@@ -439,18 +449,18 @@ void Descriptor::radial(const RadialGroup &g, const Neighbors &nb, double *G, co
 {
   collect(nb, g.e1, -1, g.fc.rc(), g.ctype, g.alpha, g.fc, {}, {});
   Work &w = work_;
-  const int m = w.nl;
+  const int m = w.nl, mp = w.nlp;
   if (m == 0) return;
   const double *lr = w.lr.data(), *lf = w.lf.data(), *ldf = w.ldf.data();
   double *coef = w.tqc.data();
   if (DERIV)
-    for (int q = 0; q < m; ++q) coef[q] = 0.0;
+    for (int q = 0; q < mp; ++q) coef[q] = 0.0;
   for (std::size_t s = 0; s < g.out.size(); ++s) {
     const double et = g.eta[s], r0 = g.rs[s];
     if (!DERIV) {
       double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-      for (int q = 0; q < m; ++q) {
+      for (int q = 0; q < mp; ++q) {
         const double x = lr[q] - r0;
         sum += std::exp(-et * x * x) * lf[q];
       }
@@ -458,7 +468,7 @@ void Descriptor::radial(const RadialGroup &g, const Neighbors &nb, double *G, co
     } else {
       const double cs = c[g.out[s]];
 #pragma omp simd
-      for (int q = 0; q < m; ++q) {
+      for (int q = 0; q < mp; ++q) {
         const double x = lr[q] - r0;
         coef[q] += cs * (ldf[q] - 2.0 * et * x * lf[q]) * std::exp(-et * x * x);
       }
@@ -539,10 +549,13 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
       for (int t = 0; t < np; ++t) tq[t] = qb + t;
     }
     if (nt == 0) continue;
+    const int ntv = (nt + 3) & ~3;    // padded: lanes t >= nt repeat a partner with F = 0
+    for (int t = nt; t < ntv; ++t) tq[t] = tq[0];
     // geometry of the triplets (j = p, k = tq[t])
 #pragma omp simd
-    for (int t = 0; t < nt; ++t) {
+    for (int t = 0; t < ntv; ++t) {
       const int q = tq[t];
+      const double pad = t < nt ? 1.0 : 0.0;
       const double bx = lx[q], by = ly[q], bz = lz[q];
       const double inv12 = r1i * lri[q];
       tinv[t] = inv12;
@@ -557,11 +570,11 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
         tcy[t] = cy;
         tcz[t] = cz;
       }
-      const double f2 = lf[q];
+      const double f2 = lf[q] * pad;
       tF[t] = f1 * f2 * f3;
       if (DERIV) {
         tdF1[t] = df1 * f2 * f3;
-        tdF2[t] = f1 * ldf[q] * f3;
+        tdF2[t] = f1 * ldf[q] * pad * f3;
         tdF3[t] = f1 * f2 * df3;
       }
     }
@@ -573,7 +586,7 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
       double *R = &w.tR[u * cap], *D1 = &w.tD1[u * cap], *D2 = &w.tD2[u * cap],
              *D3 = &w.tD3[u * cap];
 #pragma omp simd
-      for (int t = 0; t < nt; ++t) {
+      for (int t = 0; t < ntv; ++t) {
         const int q = tq[t];
         double E = ej * le[q];
         double x3 = 0.0;
@@ -596,18 +609,33 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
       const int zi = g.vzi[a];
       double *pz = &w.tpz[a * cap], *pz1 = &w.tpz1[a * cap];
       if (zi > 0) {
+        // P^(zeta-1) by binary exponentiation, each step a vectorised loop over triplets
+        // (pz holds the running square P^(2^b) until the last loop)
 #pragma omp simd
-        for (int t = 0; t < nt; ++t) {
+        for (int t = 0; t < ntv; ++t) {
           const double P = 1.0 + lam * tcos[t];
-          const double Pp = P > 0.0 ? P : 0.0;
-          double y = 1.0;
-          for (int e = 1; e < zi; ++e) y *= Pp;
-          pz1[t] = y;
-          pz[t] = y * Pp;
+          pz[t] = P > 0.0 ? P : 0.0;
+          pz1[t] = 1.0;
+        }
+        for (int e = zi - 1; e > 0; e >>= 1) {
+          if (e & 1) {
+#pragma omp simd
+            for (int t = 0; t < ntv; ++t) pz1[t] *= pz[t];
+          }
+          if (e > 1) {
+#pragma omp simd
+            for (int t = 0; t < ntv; ++t) pz[t] *= pz[t];
+          }
+        }
+#pragma omp simd
+        for (int t = 0; t < ntv; ++t) {    // P <= 0: the term and its derivatives vanish
+          const double P = 1.0 + lam * tcos[t];
+          pz1[t] = P > 0.0 ? pz1[t] : 0.0;
+          pz[t] = pz1[t] * (P > 0.0 ? P : 0.0);
         }
       } else {
 #pragma omp simd
-        for (int t = 0; t < nt; ++t) {
+        for (int t = 0; t < ntv; ++t) {
           const double P = 1.0 + lam * tcos[t];
           const double y = P > 0.0 ? std::pow(P > 0.0 ? P : 1.0, zm1) : 0.0;
           pz1[t] = y;
@@ -621,17 +649,17 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
         const double *pz = &w.tpz[a * cap], *R = &w.tR[u * cap];
         double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-        for (int t = 0; t < nt; ++t) sum += pz[t] * R[t];
+        for (int t = 0; t < ntv; ++t) sum += pz[t] * R[t];
         G[g.out[s]] += g.vnorm[a] * sum;
       }
       continue;
     }
     // force pass: per triplet dE/dcos (qc) and dE/dR_u (W_u)
     double *qc = w.tqc.data();
-    for (int t = 0; t < nt; ++t) qc[t] = 0.0;
+    for (int t = 0; t < ntv; ++t) qc[t] = 0.0;
     for (std::size_t u = 0; u < nu; ++u) {
       double *W = &w.tW[u * cap];
-      for (int t = 0; t < nt; ++t) W[t] = 0.0;
+      for (int t = 0; t < ntv; ++t) W[t] = 0.0;
     }
     for (std::size_t s = 0; s < ns; ++s) {
       const int a = g.sv[s], u = g.su[s];
@@ -641,14 +669,15 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
       const double *pz = &w.tpz[a * cap], *pz1 = &w.tpz1[a * cap], *R = &w.tR[u * cap];
       double *W = &w.tW[u * cap];
 #pragma omp simd
-      for (int t = 0; t < nt; ++t) {
+      for (int t = 0; t < ntv; ++t) {
         qc[t] += czl * pz1[t] * R[t];
         W[t] += cs * pz[t];
       }
     }
     double vjx = 0.0, vjy = 0.0, vjz = 0.0;
+    double *kx = w.tkx.data(), *ky = w.tky.data(), *kz = w.tkz.data();
 #pragma omp simd reduction(+ : vjx, vjy, vjz)
-    for (int t = 0; t < nt; ++t) {
+    for (int t = 0; t < ntv; ++t) {
       double q1 = 0.0, q2 = 0.0, q3 = 0.0;
       for (std::size_t u = 0; u < nu; ++u) {
         const double W = w.tW[u * cap + t];
@@ -667,9 +696,15 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
       vjx += ca * bx + sa * ax - s3 * cx;
       vjy += ca * by + sa * ay - s3 * cy;
       vjz += ca * bz + sa * az - s3 * cz;
-      vlx[q] += ca * ax + sb * bx + s3 * cx;
-      vly[q] += ca * ay + sb * by + s3 * cy;
-      vlz[q] += ca * az + sb * bz + s3 * cz;
+      kx[t] = ca * ax + sb * bx + s3 * cx;
+      ky[t] = ca * ay + sb * by + s3 * cy;
+      kz[t] = ca * az + sb * bz + s3 * cz;
+    }
+    for (int t = 0; t < nt; ++t) {    // to the second neighbours (distinct within a j)
+      const int q = tq[t];
+      vlx[q] += kx[t];
+      vly[q] += ky[t];
+      vlz[q] += kz[t];
     }
     vlx[p] += vjx;
     vly[p] += vjy;

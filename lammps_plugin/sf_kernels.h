@@ -140,12 +140,13 @@ class Descriptor {
   struct Work {
     std::size_t cap = 0, nmax = 1;
     int n1 = 0, nl = 0;    // neighbours of the first element, of both
+    int nlp = 0;           // nl rounded up to a multiple of 4 (padding at r = rc)
     std::vector<int> lk, tq;
     std::vector<double> lx, ly, lz, lr, lri, lf, ldf;
     std::vector<double> le, lxu;    // [u * cap + q]
     std::vector<double> tcos, tr3, tF, tdF1, tdF2, tdF3, tcx, tcy, tcz, tinv, tqc;
     std::vector<double> tR, tD1, tD2, tD3, tW, tpz, tpz1;    // [u or v * cap + t]
-    std::vector<double> vlx, vly, vlz;
+    std::vector<double> vlx, vly, vlz, tkx, tky, tkz;
     void reserve(std::size_t n);
   };
 
