@@ -55,6 +55,18 @@ def water_setup(model: Path, replicate: int = 1) -> list[str]:
             "velocity all create 300 4928 loop geom", "timestep 0.0005"]
 
 
+def hdnnp_water_setup(plugin: Path, replicate: int = 1) -> list[str]:
+    """The same water box with n2p2's pair_style hdnnp (a plugin the user built)."""
+    data = SHARED / "lammps" / "H2O-360mol" / "data.H2O-360mol"
+    rep = [f"replicate {replicate} {replicate} {replicate}"] if replicate > 1 else []
+    return [f"plugin load {plugin}", "units metal", "atom_style atomic", "boundary p p p",
+            f"read_data {data}", *rep,
+            f"pair_style hdnnp 6.36 dir {SHARED / 'n2p2' / 'H2O_RPBE-D3'}/ "
+            "cflength 1.8897261328 cfenergy 0.0367493254",
+            "pair_coeff * * H O", "neighbor 1.0 bin", "velocity all create 300 4928 loop geom",
+            "timestep 0.0005"]
+
+
 def lattice_setup(lattice: str, a: float, n: int, mass: float, pair: list[str],
                   dt_ps: float = 0.001, temperature: float = 300.0) -> list[str]:
     return ["units metal", "atom_style atomic", "boundary p p p", f"lattice {lattice} {a}",
@@ -83,28 +95,60 @@ def build_cases(quick: bool) -> dict[str, Case]:
 
 
 def add_model_cases(cases: dict[str, Case], water_model: Path | None, cu_model: Path | None,
-                    quick: bool) -> None:
+                    quick: bool, hdnnp: Path | None = None) -> None:
     s = 0.3 if quick else 1.0
+    if hdnnp is not None and water_model is not None:
+        cases["hdnnp_1080"] = Case("hdnnp_1080", hdnnp_water_setup(hdnnp), max(3, int(20 * s)),
+                                   "n2p2 pair_style hdnnp, water, 1080 atoms", reference=True)
+        cases["hdnnp_8640"] = Case("hdnnp_8640", hdnnp_water_setup(hdnnp, 2),
+                                   max(2, int(10 * s)), "n2p2 pair_style hdnnp, water, 8640 atoms",
+                                   reference=True)
     if water_model is not None:
         cases["water_1080"] = Case("water_1080", water_setup(water_model), max(3, int(20 * s)),
                                    "n2p2 water (H2O_RPBE-D3), 1080 atoms")
-        cases["water_8640"] = Case("water_8640", water_setup(water_model, 2), max(2, int(5 * s)),
+        cases["water_8640"] = Case("water_8640", water_setup(water_model, 2), max(2, int(10 * s)),
                                    "n2p2 water, 2x2x2 replica, 8640 atoms")
     if cu_model is not None:
         pair = ["pair_style nnmd", f"pair_coeff * * {cu_model} Cu"]
         cases["cu_4000"] = Case("cu_4000", lattice_setup("fcc", 3.61, 10, 63.546, pair),
                                 max(5, int(50 * s)), "demo Cu potential, 4000 atoms")
+        direct = ["pair_style nnmd g5 direct", f"pair_coeff * * {cu_model} Cu"]
+        cases["cu_4000_direct"] = Case("cu_4000_direct",
+                                       lattice_setup("fcc", 3.61, 10, 63.546, direct),
+                                       max(3, int(20 * s)),
+                                       "demo Cu potential, 4000 atoms, type 9 by direct sums")
         cases["cu_32000"] = Case("cu_32000", lattice_setup("fcc", 3.61, 20, 63.546, pair),
-                                 max(3, int(10 * s)), "demo Cu potential, 32000 atoms")
+                                 max(3, int(20 * s)), "demo Cu potential, 32000 atoms")
 
 
 LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
+SECTION = re.compile(r"^(Pair|Neigh|Comm|Output|Modify|Other)\s+\|\s+(\S+)\s+\|\s+(\S+)")
+PHASE = re.compile(r"^  (descriptors \(pass 1\)|networks \(libtorch\)|forces \(pass 2\))\s+(\S+)")
 
 
-def run_case(case: Case, nprocs: int, workdir: Path) -> tuple[float, int, float]:
-    """One timed run: returns (µs/atom/step, atoms, peak RSS per rank in MB)."""
+def breakdown(log: str) -> dict[str, float]:
+    """Seconds per section of the last run: LAMMPS's timers (average over ranks) and, with
+    `profile yes`, pair nnmd's own phases."""
+    last = log[log.rindex("Loop time"):] if "Loop time" in log else ""
+    out = {}
+    for line in last.splitlines():
+        m = SECTION.match(line)
+        if m:
+            out[m.group(1).lower()] = float(m.group(3))  # avg time
+        m = PHASE.match(line)
+        if m:
+            out[m.group(1).split(" (")[0]] = float(m.group(2))
+    return out
+
+
+def run_case(case: Case, nprocs: int, workdir: Path, profile: bool = False
+             ) -> tuple[float, int, float, dict]:
+    """One timed run: returns (µs/atom/step, atoms, peak RSS per rank in MB, seconds per
+    section of the timed run)."""
     deck = workdir / f"in.{case.name}"
-    lines = [*case.setup, "fix 1 all nve", "thermo 1000", "run 3",  # warm-up
+    setup = [c + " profile yes" if profile and c.strip() == "pair_style nnmd" else c
+             for c in case.setup]
+    lines = [*setup, "fix 1 all nve", "thermo 1000", "run 3",  # warm-up
              f"run {case.steps}"]
     deck.write_text("\n".join(lines) + "\n")
     prefix = workdir / f"rss.{case.name}.{nprocs}"
@@ -126,7 +170,7 @@ def run_case(case: Case, nprocs: int, workdir: Path) -> tuple[float, int, float]
     t, _, steps, natoms = loops[-1]
     us = float(t) / (int(steps) * int(natoms)) * 1e6
     rss = [int(p.read_text()) / 1024 for p in workdir.glob(prefix.name + ".*")]
-    return us, int(natoms), max(rss)
+    return us, int(natoms), max(rss), breakdown(log)
 
 
 def machine() -> dict:
@@ -169,13 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ranks", default="1,2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer steps (for a smoke run)")
+    ap.add_argument("--hdnnp-plugin", default=None,
+                    help="a LAMMPS plugin with n2p2's pair_style hdnnp that you built: adds "
+                    "hdnnp water cases as a reference (not built by this project)")
+    ap.add_argument("--profile", action="store_true",
+                    help="pair_style nnmd ... profile yes: print where the time goes")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     ranks = [int(x) for x in args.ranks.split(",")]
     work = Path(tempfile.mkdtemp(prefix="nnmd-bench-"))
     water, cu = prepare_models(work)
     cases = build_cases(args.quick)
-    add_model_cases(cases, water, cu, args.quick)
+    add_model_cases(cases, water, cu, args.quick,
+                    Path(args.hdnnp_plugin).resolve() if args.hdnnp_plugin else None)
     if args.cases:
         wanted = args.cases.split(",")
         unknown = set(wanted) - set(cases)
@@ -189,20 +239,27 @@ def main(argv: list[str] | None = None) -> int:
         print("note: demo_output/cu.pt absent (run `make demo`): Cu model cases skipped")
     rows = []
     for name, case in cases.items():
+        # the rank counts alternate within each repeat, so that a slow spell of a shared
+        # machine affects all of them alike (parallel efficiency is a ratio of two medians)
+        runs = {n: [] for n in ranks}
+        for _ in range(args.repeats):
+            for n in ranks:
+                runs[n].append(run_case(case, n, work, args.profile))
         for n in ranks:
-            times, mems, natoms = [], [], 0
-            for _ in range(args.repeats):
-                us, natoms, mem = run_case(case, n, work)
-                times.append(us)
-                mems.append(mem)
+            times = [r[0] for r in runs[n]]
+            natoms = runs[n][0][1]
+            mems = [r[2] for r in runs[n]]
+            med = statistics.median(times)
             rows.append({"case": name, "description": case.description, "ranks": n,
                          "atoms": natoms, "steps": case.steps, "repeats": args.repeats,
-                         "us_per_atom_step": statistics.median(times),
+                         "us_per_atom_step": med,
                          "us_per_atom_step_all": times, "peak_rss_mb_per_rank": max(mems),
-                         "reference": case.reference})
-            print(f"{name:12s} ranks={n} atoms={natoms:6d} "
-                  f"{statistics.median(times):10.3f} µs/atom/step  {max(mems):8.1f} MB/rank",
-                  flush=True)
+                         "reference": case.reference,
+                         "sections_s": runs[n][min(range(len(times)),
+                                                   key=lambda i: abs(times[i] - med))][3]})
+            print(f"{name:14s} ranks={n} atoms={natoms:6d} "
+                  f"{med:10.3f} µs/atom/step (best {min(times):.3f}) "
+                  f"{max(mems):8.1f} MB/rank", flush=True)
     # derived figures
     t1 = {r["case"]: r["us_per_atom_step"] for r in rows if r["ranks"] == 1}
     for r in rows:
@@ -212,8 +269,15 @@ def main(argv: list[str] | None = None) -> int:
             base = [x for x in rows if x["case"] == ref and x["ranks"] == r["ranks"]]
             if base:
                 r[f"ratio_to_{ref}"] = r["us_per_atom_step"] / base[0]["us_per_atom_step"]
+        if r["case"].startswith("water_"):
+            base = [x for x in rows if x["case"] == r["case"].replace("water", "hdnnp")
+                    and x["ranks"] == r["ranks"]]
+            if base:
+                r["ratio_to_hdnnp"] = r["us_per_atom_step"] / base[0]["us_per_atom_step"]
+                r["memory_ratio_to_hdnnp"] = (r["peak_rss_mb_per_rank"]
+                                              / base[0]["peak_rss_mb_per_rank"])
     print()
-    hdr = (f"{'case':12s} {'ranks':>5s} {'atoms':>6s} {'µs/atom/step':>13s} {'MB/rank':>8s} "
+    hdr = (f"{'case':14s} {'ranks':>5s} {'atoms':>6s} {'µs/atom/step':>13s} {'MB/rank':>8s} "
            f"{'par.eff':>7s} {'x SW':>8s} {'x EAM':>8s} {'/ SNAP':>8s}")
     print(hdr)
     print("-" * len(hdr))
@@ -222,9 +286,32 @@ def main(argv: list[str] | None = None) -> int:
         sw = f"{r['ratio_to_sw_si']:.1f}" if "ratio_to_sw_si" in r else ""
         eam = f"{r['ratio_to_eam_cu']:.1f}" if "ratio_to_eam_cu" in r else ""
         snap = f"{1 / r['ratio_to_snap_cu']:.2f}" if "ratio_to_snap_cu" in r else ""
-        print(f"{r['case']:12s} {r['ranks']:5d} {r['atoms']:6d} {r['us_per_atom_step']:13.3f} "
+        print(f"{r['case']:14s} {r['ranks']:5d} {r['atoms']:6d} {r['us_per_atom_step']:13.3f} "
               f"{r['peak_rss_mb_per_rank']:8.1f} {eff:>7s} {sw:>8s} {eam:>8s} {snap:>8s}")
     print("(x SW, x EAM: time relative to the reference; / SNAP: SNAP's time / this case's)")
+    for r in rows:
+        if "ratio_to_hdnnp" in r:
+            print(f"{r['case']} ranks={r['ranks']}: {r['ratio_to_hdnnp']:.2f} x hdnnp's time, "
+                  f"{r['memory_ratio_to_hdnnp']:.2f} x its memory")
+    if args.profile:
+        print()
+        print("where the time goes (median run; % of the main loop)")
+        keys = ["descriptors", "networks", "forces", "neigh", "comm", "modify", "other"]
+        print(f"{'case':14s} {'ranks':>5s} " + " ".join(f"{k:>12s}" for k in keys))
+        for r in rows:
+            sec = r["sections_s"]
+            total = sum(sec.get(k, 0.0) for k in ("pair", "neigh", "comm", "output", "modify",
+                                                   "other"))
+            if not total or "descriptors" not in sec:
+                continue
+            # pair nnmd's phases include the force call of the run's setup: use their shares
+            # of LAMMPS's Pair time
+            phases = sum(sec[k] for k in ("descriptors", "networks", "forces"))
+            share = {k: sec[k] / phases * sec.get("pair", 0.0)
+                     for k in ("descriptors", "networks", "forces")}
+            vals = " ".join(f"{100 * share.get(k, sec.get(k, 0.0)) / total:11.1f}%"
+                            for k in keys)
+            print(f"{r['case']:14s} {r['ranks']:5d} {vals}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
