@@ -77,6 +77,22 @@ def save_potential(pot: Potential, path) -> Path:
     return Path(path)
 
 
+def rewrite_metadata(src, dst, edit) -> Path:
+    """Copy the model file ``src`` to ``dst`` with ``edit(meta)`` applied to its metadata."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("extra/nnmd.json"):
+                meta = json.loads(data)
+                edit(meta)
+                data = json.dumps(meta).encode()
+            zout.writestr(item, data)
+    return Path(dst)
+
+
 def pair_like_potential(element: str = "Cu", rc: float = 5.0, r0: float = 2.55,
                         repulsion: float = 20.0, depth: float = 0.3, angular: float = 0.02
                         ) -> Potential:

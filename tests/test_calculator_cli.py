@@ -10,20 +10,13 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from nnmd_lammps import NNMDCalculator
 from nnmd_lammps.cli import main
-from nnmd_lammps.model import ModelDescription, NetworkSpec, ScalingParams
-from nnmd_lammps.modelfile import save_model
+
+from conftest import save_potential
 
 
 @pytest.fixture()
 def model_file(tmp_path, binary_potential):
-    pot = binary_potential
-    desc = ModelDescription(
-        networks={e: NetworkSpec([pot.spec.num_functions(e), 8, 6, 1],
-                                 ["tanh", "softplus", "identity"]) for e in pot.elements},
-        scaling={e: ScalingParams.identity(pot.spec.num_functions(e)) for e in pot.elements})
-    path = tmp_path / "model.pt"
-    save_model(path, pot.spec, pot.network, desc, {"kind": "test"})
-    return path
+    return save_potential(binary_potential, tmp_path / "model.pt")
 
 
 def test_calculator(model_file, binary_potential):

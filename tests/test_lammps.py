@@ -5,7 +5,6 @@ console script), under mpirun for several ranks."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -31,6 +30,7 @@ from conftest import (
     pair_like_potential,
     random_potential,
     requires_shared_data,
+    rewrite_metadata,
     save_potential,
 )
 
@@ -359,18 +359,12 @@ def test_plugin_dir_command():
 
 def test_corrupt_metadata(copper, tmp_path):
     """A model whose metadata lists an unsupported cutoff type is refused by the plugin."""
-    import zipfile
-
     model, data = copper
-    bad = tmp_path / "bad.pt"
-    with zipfile.ZipFile(model) as zin, zipfile.ZipFile(bad, "w") as zout:
-        for item in zin.infolist():
-            raw = zin.read(item.filename)
-            if item.filename.endswith("extra/nnmd.json"):
-                meta = json.loads(raw)
-                meta["symmetry_functions"]["Cu"][0]["cutoff_type"] = 12
-                raw = json.dumps(meta).encode()
-            zout.writestr(item, raw)
+
+    def bad_cutoff(meta: dict) -> None:
+        meta["symmetry_functions"]["Cu"][0]["cutoff_type"] = 12
+
+    bad = rewrite_metadata(model, tmp_path / "bad.pt", bad_cutoff)
     err = _lmp_error(tmp_path, ["units metal", "atom_style atomic", f"read_data {data}",
                                 "pair_style nnmd", f"pair_coeff * * {bad} Cu", "run 0"])
     assert "unsupported cutoff type 12" in err

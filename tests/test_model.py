@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import zipfile
-
 import numpy as np
 import pytest
 import torch
@@ -21,6 +18,7 @@ from nnmd_lammps.model import (
 from nnmd_lammps.modelfile import load_model, read_metadata, save_model, script
 from nnmd_lammps.potential import Potential
 
+from conftest import rewrite_metadata, save_potential
 from reference import act_ref, mlp_ref
 
 
@@ -127,24 +125,9 @@ def test_loading_rejects_non_model_files(tmp_path):
 
 
 def test_metadata_version_is_checked(tmp_path, binary_potential):
-    from nnmd_lammps.model import ModelDescription
-
-    pot = binary_potential
-    desc = ModelDescription(
-        networks={e: NetworkSpec([pot.spec.num_functions(e), 8, 6, 1],
-                                 ["tanh", "softplus", "identity"]) for e in pot.elements},
-        scaling={e: ScalingParams.identity(pot.spec.num_functions(e)) for e in pot.elements})
-    path = tmp_path / "m.pt"
-    save_model(path, pot.spec, pot.network, desc)
+    path = save_potential(binary_potential, tmp_path / "m.pt")
     # rewrite the archive with a future format version
-    bad = tmp_path / "future.pt"
-    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(bad, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename.endswith("extra/nnmd.json"):
-                meta = json.loads(data)
-                meta["format_version"] = 99
-                data = json.dumps(meta).encode()
-            zout.writestr(item, data)
+    bad = rewrite_metadata(path, tmp_path / "future.pt",
+                           lambda meta: meta.update(format_version=99))
     with pytest.raises(NNMDError, match="format version 99"):
         load_model(bad)

@@ -128,6 +128,14 @@ def _cmd_lammps_plugin_dir(args: argparse.Namespace) -> None:
     print(plugin_dir())
 
 
+def _add_data_arguments(s: argparse.ArgumentParser, data_help: str) -> None:
+    """The structure file and how to read it (shared by predict and test)."""
+    s.add_argument("data", help=data_help)
+    s.add_argument("--format", default=None, help="n2p2, mlearn or an ASE format name")
+    s.add_argument("--length-unit", default="angstrom", help="length unit of DATA")
+    s.add_argument("--energy-unit", default="ev", help="energy unit of the reference data in DATA")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnmd", description="Behler-Parrinello neural-network "
                                 "potentials: import, train, predict, and run in LAMMPS.")
@@ -145,10 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="energies, forces and stress of structures")
     s.add_argument("model")
-    s.add_argument("data", help="structures: n2p2 input.data, mlearn JSON or any ASE format")
-    s.add_argument("--format", default=None, help="n2p2, mlearn or an ASE format name")
-    s.add_argument("--length-unit", default="angstrom", help="length unit of DATA")
-    s.add_argument("--energy-unit", default="ev", help="energy unit of reference data in DATA")
+    _add_data_arguments(s, "structures: n2p2 input.data, mlearn JSON or any ASE format")
     s.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
     s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -167,10 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("test", help="errors of a model on reference data")
     s.add_argument("model")
-    s.add_argument("data", help="structures with reference energies (and forces)")
-    s.add_argument("--format", default=None, help="n2p2, mlearn or an ASE format name")
-    s.add_argument("--length-unit", default="angstrom", help="length unit of DATA")
-    s.add_argument("--energy-unit", default="ev", help="energy unit of DATA")
+    _add_data_arguments(s, "structures with reference energies (and forces)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
     s.set_defaults(func=_cmd_test)
