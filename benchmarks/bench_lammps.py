@@ -98,13 +98,13 @@ def add_model_cases(cases: dict[str, Case], water_model: Path | None, cu_model: 
                     quick: bool, hdnnp: Path | None = None) -> None:
     s = 0.3 if quick else 1.0
     if hdnnp is not None and water_model is not None:
-        cases["hdnnp_1080"] = Case("hdnnp_1080", hdnnp_water_setup(hdnnp), max(3, int(20 * s)),
+        cases["hdnnp_1080"] = Case("hdnnp_1080", hdnnp_water_setup(hdnnp), max(3, int(50 * s)),
                                    "n2p2 pair_style hdnnp, water, 1080 atoms", reference=True)
         cases["hdnnp_8640"] = Case("hdnnp_8640", hdnnp_water_setup(hdnnp, 2),
                                    max(2, int(10 * s)), "n2p2 pair_style hdnnp, water, 8640 atoms",
                                    reference=True)
     if water_model is not None:
-        cases["water_1080"] = Case("water_1080", water_setup(water_model), max(3, int(20 * s)),
+        cases["water_1080"] = Case("water_1080", water_setup(water_model), max(3, int(50 * s)),
                                    "n2p2 water (H2O_RPBE-D3), 1080 atoms")
         cases["water_8640"] = Case("water_8640", water_setup(water_model, 2), max(2, int(10 * s)),
                                    "n2p2 water, 2x2x2 replica, 8640 atoms")
