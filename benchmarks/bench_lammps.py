@@ -1,13 +1,15 @@
 """LAMMPS speed and memory benchmarks (not tests: they print figures).
 
     python benchmarks/bench_lammps.py [--cases a,b] [--ranks 1,2] [--repeats 3] [--quick]
+                                      [--profile] [--hdnnp-plugin PATH]
 
-For each case and number of MPI ranks: a warm-up run, then `repeats` timed runs in
-separate `lmp` processes; reports the median µs/atom/step (wall time of LAMMPS's main
-loop / (steps x atoms)), the peak resident memory per rank (whole lmp process: LAMMPS,
-libtorch, the model), the parallel efficiency t(1) / (n t(n)), and the ratio to the
-reference potentials timed in the same invocation. Results are also written to
-benchmarks/results/<timestamp>.json with a description of the machine.
+For each case and number of MPI ranks: `repeats` runs in separate `lmp` processes (a
+3-step warm-up, then the timed run; the rank counts alternate within each repeat);
+reports the median µs/atom/step (wall time of LAMMPS's main loop / (steps x atoms)), the
+peak resident memory per rank (whole lmp process: LAMMPS, libtorch, the model), the
+parallel efficiency t(1) / (n t(n)), and the ratio to the reference potentials timed in
+the same invocation. Results are also written to benchmarks/results/<timestamp>.json
+with a description of the machine.
 """
 
 from __future__ import annotations
