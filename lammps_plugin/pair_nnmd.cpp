@@ -156,7 +156,6 @@ void PairNNMD::coeff(int narg, char **arg)
   for (std::size_t e = 0; e < info.elements.size(); ++e) {
     descriptors.push_back(std::make_unique<nnmd::Descriptor>(
         info.functions[e], static_cast<int>(info.elements.size())));
-    descriptors.back()->set_method(g5_method);
   }
   local_atoms.assign(info.elements.size(), {});
   G.assign(info.elements.size(), {});
@@ -195,6 +194,8 @@ void PairNNMD::init_style()
                "units {}",
                update->unit_style);
   if (!model) error->all(FLERR, "Pair style nnmd: pair_coeff * * model.pt ... is missing");
+  // here rather than in coeff(): a later pair_style nnmd ... g5 X keeps the pair_coeff
+  for (auto &d : descriptors) d->set_method(g5_method);
   neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 

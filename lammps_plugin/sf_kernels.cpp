@@ -18,18 +18,6 @@ namespace nnmd {
 namespace {
 constexpr double PI = 3.14159265358979323846;
 
-// x^n for integer n >= 0 by binary exponentiation
-inline double pow_int(double x, int n)
-{
-  double result = 1.0;
-  while (n > 0) {
-    if (n & 1) result *= x;
-    x *= x;
-    n >>= 1;
-  }
-  return result;
-}
-
 template <class T> int index_of(std::vector<T> &a, std::vector<T> &b, T x, T y)
 {
   for (std::size_t i = 0; i < a.size(); ++i)
@@ -74,80 +62,12 @@ std::string validate(const SymFuncParams &p, int n_elements)
 // ---------------------------------------------------------------------------------------
 // cutoff functions (docs section 1)
 
-Cutoff::Cutoff(int type, double rc, double alpha) : type_(type), rc_(rc), alpha_(alpha)
+Cutoff::Cutoff(int type, double rc, double alpha) : type_(type), alpha_(alpha)
 {
-  rci_ = alpha * rc;
-  iw_ = 1.0 / (rc - rci_);
-  if (type == 3) pre_ = std::pow(1.0 / std::tanh(1.0), 3);    // fc(0) = 1
-}
-
-void Cutoff::eval(double r, double &f, double &df) const
-{
-  if (r >= rc_) {
-    f = df = 0.0;
-    return;
-  }
-  if (type_ == 0) {
-    f = 1.0;
-    df = 0.0;
-    return;
-  }
-  if (type_ == 2 || type_ == 3) {
-    const double t = std::tanh(1.0 - r / rc_);
-    const double t2 = t * t;
-    f = pre_ * t * t2;
-    df = pre_ * 3.0 * t2 * (t2 - 1.0) / rc_;
-    return;
-  }
-  if (r < rci_) {
-    f = 1.0;
-    df = 0.0;
-    return;
-  }
-  const double x = (r - rci_) * iw_;
-  double dfx = 0.0;
-  switch (type_) {
-    case 1: {
-      f = 0.5 * (std::cos(PI * x) + 1.0);
-      dfx = -0.5 * PI * std::sin(PI * x);
-      break;
-    }
-    case 4: {
-      const double den = 1.0 - x * x;
-      f = std::exp(1.0 - 1.0 / den);
-      dfx = -2.0 * x / (den * den) * f;
-      break;
-    }
-    case 5: {
-      f = (2.0 * x - 3.0) * x * x + 1.0;
-      dfx = 6.0 * x * (x - 1.0);
-      break;
-    }
-    case 6: {
-      f = ((15.0 - 6.0 * x) * x - 10.0) * x * x * x + 1.0;
-      const double u = x * (x - 1.0);
-      dfx = -30.0 * u * u;
-      break;
-    }
-    case 7: {
-      const double x2 = x * x;
-      f = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x2 * x2 + 1.0;
-      const double u = x * (x - 1.0);
-      dfx = 140.0 * u * u * u;
-      break;
-    }
-    case 8: {
-      const double x2 = x * x;
-      f = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x2 * x2 * x + 1.0;
-      const double u = x * (x - 1.0);
-      const double u2 = u * u;
-      dfx = -630.0 * u2 * u2;
-      break;
-    }
-    default:
-      f = 0.0;
-  }
-  df = dfx * iw_;
+  p_.rc = rc;
+  p_.rci = alpha * rc;
+  p_.iw = 1.0 / (rc - p_.rci);
+  if (type == 3) p_.pre = std::pow(1.0 / std::tanh(1.0), 3);    // fc(0) = 1
 }
 
 // ---------------------------------------------------------------------------------------
@@ -166,7 +86,7 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
         return g.e1 == p.e1 && g.fc.same(fc);
       });
       if (it == radial_.end()) {
-        radial_.push_back(RadialGroup{p.e1, fc, p.cutoff_type, p.cutoff_alpha, {}, {}, {}});
+        radial_.push_back(RadialGroup{p.e1, fc, {}, {}, {}});
         it = radial_.end() - 1;
       }
       it->eta.push_back(p.eta);
@@ -184,8 +104,6 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
       g.e1 = a;
       g.e2 = b;
       g.fc = fc;
-      g.ctype = p.cutoff_type;
-      g.alpha = p.cutoff_alpha;
       angular_.push_back(g);
       it = angular_.end() - 1;
     }
@@ -235,9 +153,7 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
         t.ax.push_back(x);
         t.ay.push_back(y);
         t.az.push_back(z);
-        double mult = std::tgamma(m + 1.0) / (std::tgamma(x + 1.0) * std::tgamma(y + 1.0) *
-                                              std::tgamma(z + 1.0));
-        t.mult.push_back(std::round(mult));
+        t.mult.push_back(binom_[m][x] * binom_[m - x][y]);    // m! / (x! y! z!)
       }
   }
   t.first[kmax_all + 1] = static_cast<int>(t.degree.size());
@@ -287,15 +203,11 @@ Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elemen
 // radial functions (docs section 2)
 
 // ---------------------------------------------------------------------------------------
-// vectorisable cutoff functions (same formulas as Cutoff::eval, inlined into SIMD loops)
+// cutoff functions (docs section 1), inlined into SIMD loops
 
 namespace {
-struct CutParams {
-  double rc, rci, iw, pre;
-};
-
 template <int CT>
-inline __attribute__((always_inline)) void cutoff_inline(double r, const CutParams &p,
+inline __attribute__((always_inline)) void cutoff_inline(double r, const CutoffParams &p,
                                                          double &f, double &df)
 {
   const bool inside = r < p.rc;
@@ -344,21 +256,14 @@ inline __attribute__((always_inline)) void cutoff_inline(double r, const CutPara
   }
 }
 
-CutParams cut_params(const Cutoff &c, int type, double alpha)
-{
-  const double rc = c.rc();
-  const double rci = alpha * rc;
-  return {rc, rci, 1.0 / (rc - rci), type == 3 ? std::pow(1.0 / std::tanh(1.0), 3) : 1.0};
-}
-
 template <int CT>
-void cutoff_array_t(const double *r, int n, const CutParams &p, double *f, double *df)
+void cutoff_array_t(const double *r, int n, const CutoffParams p, double *f, double *df)
 {
 #pragma omp simd
   for (int q = 0; q < n; ++q) cutoff_inline<CT>(r[q], p, f[q], df[q]);
 }
 
-void cutoff_array(int type, const double *r, int n, const CutParams &p, double *f, double *df)
+void cutoff_array(int type, const double *r, int n, const CutoffParams p, double *f, double *df)
 {
   switch (type) {
     case 0: cutoff_array_t<0>(r, n, p, f, df); break;
@@ -374,16 +279,21 @@ void cutoff_array(int type, const double *r, int n, const CutParams &p, double *
 }
 }    // namespace
 
+void Cutoff::evaluate(const double *r, int n, double *f, double *df) const
+{
+  cutoff_array(type_, r, n, p_, f, df);
+}
+
 // ---------------------------------------------------------------------------------------
 // neighbours of a group in list order (structure of arrays)
 
-void Descriptor::collect(const Neighbors &nb, int e1, int e2, double rc, int ctype,
-                         double alpha, const Cutoff &fc, const std::vector<double> &eta,
-                         const std::vector<double> &rs) const
+void Descriptor::collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
+                         const std::vector<double> &eta, const std::vector<double> &rs) const
 {
   Work &w = work_;
+  const double rc = fc.rc();
   const std::size_t n = nb.size();
-  if (w.cap < n || w.lk.size() < n) w.reserve(std::max<std::size_t>(n, 16));
+  if (w.cap < Work::padded(n) || w.lk.size() < w.cap) w.reserve(std::max<std::size_t>(n, 16));
   int m = 0;
   for (int pass = 0; pass < (e2 >= 0 && e2 != e1 ? 2 : 1); ++pass) {
     const int want = pass == 0 ? e1 : e2;
@@ -409,8 +319,7 @@ void Descriptor::collect(const Neighbors &nb, int e1, int e2, double rc, int cty
     w.lr[q] = rc;
   }
   w.nlp = mp;
-  const CutParams p = cut_params(fc, ctype, alpha);
-  cutoff_array(ctype, w.lr.data(), mp, p, w.lf.data(), w.ldf.data());
+  fc.evaluate(w.lr.data(), mp, w.lf.data(), w.ldf.data());
   const std::size_t cap = w.cap;
   for (std::size_t u = 0; u < eta.size(); ++u) {
     double *le = &w.le[u * cap], *lxu = &w.lxu[u * cap];
@@ -429,7 +338,7 @@ void Descriptor::collect(const Neighbors &nb, int e1, int e2, double rc, int cty
 
 void Descriptor::Work::reserve(std::size_t n)
 {
-  cap = std::max(cap, (n + 7) / 8 * 8 + 8);    // blocks of 8 may read up to 7 past the end
+  cap = std::max(cap, padded(n));
   nmax = std::max<std::size_t>(nmax, 1);
   for (auto *vec : {&lx, &ly, &lz, &lr, &lri, &lf, &ldf, &tcos, &tr3, &tF, &tdF1, &tdF2, &tdF3,
                     &tcx, &tcy, &tcz, &tinv, &tqc, &vlx, &vly, &vlz, &tkx, &tky, &tkz})
@@ -447,7 +356,7 @@ template <bool DERIV>
 void Descriptor::radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
                         double *v) const
 {
-  collect(nb, g.e1, -1, g.fc.rc(), g.ctype, g.alpha, g.fc, {}, {});
+  collect(nb, g.e1, -1, g.fc, {}, {});
   Work &w = work_;
   const int m = w.nl, mp = w.nlp;
   if (m == 0) return;
@@ -513,7 +422,7 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
   const std::size_t cap = w.cap;
   const int n1 = w.n1, nl = w.nl;
   const bool same = (g.e1 == g.e2);
-  const CutParams cp = cut_params(g.fc, g.ctype, g.alpha);
+  const CutoffParams cp = g.fc.params();    // a copy: no aliasing with the outputs
   const double rc2 = cp.rc * cp.rc;
   const double *lx = w.lx.data(), *ly = w.ly.data(), *lz = w.lz.data(), *lri = w.lri.data();
   const double *lf = w.lf.data(), *ldf = w.ldf.data();
@@ -724,7 +633,7 @@ void Descriptor::angular_direct(const AngularGroup &g, double *G, const double *
                                 double *v) const
 {
   const bool narrow = (g.type == 3);
-  switch (narrow ? g.ctype : 0) {
+  switch (narrow ? g.fc.type() : 0) {
 #define NNMD_CASE(CT)                                                   \
   case CT:                                                               \
     if (narrow)                                                          \
@@ -956,7 +865,7 @@ void Descriptor::compute(const Neighbors &nb, double *G, double *cache) const
   for (const RadialGroup &g : radial_) radial<false>(g, nb, G, nullptr, nullptr);
   for (const AngularGroup &g : angular_) {
     if (cache && g.kmax > 0) cache[g.cache_offset] = 0.0;
-    collect(nb, g.e1, g.e2, g.fc.rc(), g.ctype, g.alpha, g.fc, g.ueta, g.urs);
+    collect(nb, g.e1, g.e2, g.fc, g.ueta, g.urs);
     if (work_.nl < 2) continue;
     if (use_moments(g))
       angular_moments<false>(g, G, nullptr, nullptr, cache, nullptr);
@@ -971,7 +880,7 @@ void Descriptor::contract(const Neighbors &nb, const double *c, double *v,
   std::fill(v, v + 3 * nb.size(), 0.0);
   for (const RadialGroup &g : radial_) radial<true>(g, nb, nullptr, c, v);
   for (const AngularGroup &g : angular_) {
-    collect(nb, g.e1, g.e2, g.fc.rc(), g.ctype, g.alpha, g.fc, g.ueta, g.urs);
+    collect(nb, g.e1, g.e2, g.fc, g.ueta, g.urs);
     if (work_.nl < 2) continue;
     if (use_moments(g))
       angular_moments<true>(g, nullptr, c, v, nullptr, cache);

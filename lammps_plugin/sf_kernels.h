@@ -43,21 +43,30 @@ struct SymFuncParams {
 // Human-readable check; returns an empty string if the parameters are valid.
 std::string validate(const SymFuncParams &p, int n_elements);
 
+// what the cutoff-function formulas need: rc, the inner cutoff rci = alpha rc, 1/(rc - rci)
+// and the prefactor of type 3
+struct CutoffParams {
+  double rc = 0.0, rci = 0.0, iw = 0.0, pre = 1.0;
+};
+
 class Cutoff {
  public:
   Cutoff() = default;
   Cutoff(int type, double rc, double alpha);
-  // fc(r) and dfc/dr for 0 <= r (0 for r >= rc)
-  void eval(double r, double &f, double &df) const;
-  double rc() const { return rc_; }
+  // fc(r[q]) and dfc/dr for q < n, 0 <= r (0 for r >= rc); vectorised
+  void evaluate(const double *r, int n, double *f, double *df) const;
+  int type() const { return type_; }
+  double rc() const { return p_.rc; }
+  const CutoffParams &params() const { return p_; }
   bool same(const Cutoff &o) const
   {
-    return type_ == o.type_ && rc_ == o.rc_ && alpha_ == o.alpha_;
+    return type_ == o.type_ && p_.rc == o.p_.rc && alpha_ == o.alpha_;
   }
 
  private:
   int type_ = 0;
-  double rc_ = 0.0, alpha_ = 0.0, rci_ = 0.0, iw_ = 0.0, pre_ = 1.0;
+  double alpha_ = 0.0;
+  CutoffParams p_;
 };
 
 // Neighbour environment of one central atom (structure of arrays).
@@ -101,22 +110,18 @@ class Descriptor {
   void contract(const Neighbors &nb, const double *c, double *v,
                 const double *cache = nullptr) const;
   void jacobian(const Neighbors &nb, double *G, double *dG) const;
-  std::size_t cache_size() const { return cache_size_; }
+  std::size_t cache_size() const { return method_ == Method::Direct ? 0 : cache_size_; }
 
  private:
   struct RadialGroup {
     int e1;
     Cutoff fc;
-    int ctype;
-    double alpha;
     std::vector<double> eta, rs;
     std::vector<int> out;
   };
   struct AngularGroup {
     int type, e1, e2;
     Cutoff fc;
-    int ctype = 0;
-    double alpha = 0.0;
     std::vector<double> ueta, urs;                    // distinct (eta, rs)
     std::vector<double> vlam, vzeta, vnorm;           // distinct (lambda, zeta); 2^(1-zeta)
     std::vector<int> vzi;                             // integer zeta, or 0
@@ -148,11 +153,13 @@ class Descriptor {
     std::vector<double> tR, tD1, tD2, tD3, tW, tpz, tpz1;    // [u or v * cap + t]
     std::vector<double> vlx, vly, vlz, tkx, tky, tkz;
     void reserve(std::size_t n);
+    // capacity for n neighbours: blocks of 8 starting anywhere below n may read up to 7
+    // entries past the end
+    static std::size_t padded(std::size_t n) { return (n + 7) / 8 * 8 + 8; }
   };
 
-  void collect(const Neighbors &nb, int e1, int e2, double rc, int ctype, double alpha,
-               const Cutoff &fc, const std::vector<double> &eta,
-               const std::vector<double> &rs) const;
+  void collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
+               const std::vector<double> &eta, const std::vector<double> &rs) const;
   template <bool DERIV>
   void radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
               double *v) const;
