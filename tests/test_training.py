@@ -112,6 +112,13 @@ def test_readers_agree(tmp_path):
         for a, b in zip(ds.structures, ref.structures, strict=True):
             np.testing.assert_allclose(a.positions, b.positions, atol=tol, err_msg=name)
     assert sets["s.extxyz"].stress[0] is not None  # extxyz keeps the EMT stress
+    mlearn = read_structures(tmp_path / "s.json")
+    assert all(np.array_equal(x, np.zeros((3, 3)))
+               for x in Dataset.from_structures(mlearn).stress)  # auto: mlearn's virial
+    assert all(x is None for x in Dataset.from_structures(mlearn, stress_from="none").stress)
+    assert all(x is None for x in Dataset.from_structures(structures, stress_from="none").stress)
+    with pytest.raises(NNMDError, match="stress_from"):
+        Dataset.from_structures(structures, stress_from="nothing")
 
 
 def test_units_are_converted(tmp_path):
@@ -267,6 +274,23 @@ def test_training_is_deterministic(tmp_path, cu_data):
     sb = torch.load(b / "checkpoint.pt", weights_only=True)["model_state"]
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+
+
+def test_without_validation_and_test_sets_and_longer_refinement_on_resume(tmp_path, cu_data):
+    """validation_fraction 0 and no test set: the run selects on the training loss and
+    plots the training set; a resume with more refine iterations continues the L-BFGS."""
+    from nnmd_lammps.train import train
+
+    cfg = tiny_config(cu_data, epochs=3, refine={"iterations": 10})
+    cfg["data"]["validation_fraction"] = 0.0
+    out, metrics = _train(cfg, tmp_path, "noval")
+    assert "validation" not in metrics and "test" not in metrics and "train" in metrics
+    assert (out / "parity_energy.png").exists()
+    cfg["training"]["refine"]["iterations"] = 30
+    train(config_from_dict(cfg, tmp_path), out, resume=True)
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["refine_iterations"] == 30
+    assert ck["history"]["refine_iteration"] == [10, 20, 30]
 
 
 def test_resume_after_kill_continues_from_checkpoint(tmp_path, cu_data):

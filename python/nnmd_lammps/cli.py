@@ -98,9 +98,7 @@ def _cmd_test(args: argparse.Namespace) -> None:
 
     pot = Potential.load(args.model, device=args.device)
     structures = read_structures(args.data, args.format, args.length_unit, args.energy_unit)
-    stress_from = "mlearn" if any("virial_stress_kbar" in a.info for a in structures[:1]) \
-        else "calculator"
-    data = Dataset.from_structures(structures, str(args.data), stress_from)
+    data = Dataset.from_structures(structures, str(args.data))
     preds = pot.evaluate(structures, stress=True)
     m = error_metrics(data, [p.energy for p in preds], [p.forces for p in preds],
                       [p.stress for p in preds])
@@ -128,12 +126,15 @@ def _cmd_lammps_plugin_dir(args: argparse.Namespace) -> None:
     print(plugin_dir())
 
 
-def _add_data_arguments(s: argparse.ArgumentParser, data_help: str) -> None:
-    """The structure file and how to read it (shared by predict and test)."""
+def _add_model_data_arguments(s: argparse.ArgumentParser, data_help: str) -> None:
+    """A model, the structure file and how to read it, the torch device (shared by predict
+    and test)."""
+    s.add_argument("model")
     s.add_argument("data", help=data_help)
     s.add_argument("--format", default=None, help="n2p2, mlearn or an ASE format name")
     s.add_argument("--length-unit", default="angstrom", help="length unit of DATA")
     s.add_argument("--energy-unit", default="ev", help="energy unit of the reference data in DATA")
+    s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,10 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_import_n2p2)
 
     s = sub.add_parser("predict", help="energies, forces and stress of structures")
-    s.add_argument("model")
-    _add_data_arguments(s, "structures: n2p2 input.data, mlearn JSON or any ASE format")
+    _add_model_data_arguments(s, "structures: n2p2 input.data, mlearn JSON or any ASE format")
     s.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
-    s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     s.set_defaults(func=_cmd_predict)
 
@@ -171,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("test", help="errors of a model on reference data")
-    s.add_argument("model")
-    _add_data_arguments(s, "structures with reference energies (and forces)")
-    s.add_argument("--device", default="cpu")
+    _add_model_data_arguments(s, "structures with reference energies (and forces)")
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
     s.set_defaults(func=_cmd_test)
 

@@ -53,12 +53,15 @@ class NetworkConfig:
     scaling: str = "sigma"
 
 
+#: L-BFGS iterations per refinement step (one step between validations and checkpoints)
+REFINE_BLOCK = 10
+
+
 @dataclass
 class RefineConfig:
     optimizer: str = "lbfgs"
     iterations: int = 0
     history: int = 50
-    batch_structures: int = 0  # 0: full batch
 
 
 @dataclass
@@ -191,10 +194,8 @@ def validate(cfg: Config) -> None:
         if not get(path) > 0:
             raise NNMDError(f"config key '{path}' must be positive, got {get(path)!r}")
     for path in ("descriptors.radial", "descriptors.angular", "training.refine.iterations",
-                 "training.threads", "training.early_stopping_patience"):
-        if get(path) < 0:
-            raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
-    for path in ("training.energy_weight", "training.force_weight", "training.stress_weight"):
+                 "training.threads", "training.early_stopping_patience",
+                 "training.energy_weight", "training.force_weight", "training.stress_weight"):
         if get(path) < 0:
             raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
     if not cfg.data.train:

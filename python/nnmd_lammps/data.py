@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import voigt_6_to_full_3x3_stress
 from ase.units import GPa
 
 from .errors import NNMDError
@@ -111,12 +112,22 @@ class Dataset:
 
     @classmethod
     def from_structures(cls, structures: Sequence[Atoms], source: str = "",
-                        stress_from: str = "calculator") -> Dataset:
+                        stress_from: str = "auto") -> Dataset:
         """Collect reference data attached to ``structures`` (a calculator's results, as
         every reader here provides). A structure without energy is an error; forces and
-        stress are optional. A per-structure weight may be given in ``info['weight']``."""
+        stress are optional. A per-structure weight may be given in ``info['weight']``.
+
+        ``stress_from``: ``calculator`` (the calculator's stress), ``mlearn`` (mlearn's
+        ``virial_stress``, :func:`mlearn_stress`), ``none`` (stress ignored) or ``auto``
+        (mlearn's if the structures have it, else the calculator's)."""
         from .io import reference_values
 
+        if stress_from == "auto":
+            stress_from = "mlearn" if any("virial_stress_kbar" in a.info
+                                          for a in structures) else "calculator"
+        if stress_from not in ("calculator", "mlearn", "none"):
+            raise NNMDError(f"stress_from must be auto, calculator, mlearn or none, "
+                            f"not {stress_from!r}")
         energy, forces, stress, weight, names = [], [], [], [], []
         for k, atoms in enumerate(structures):
             ref = reference_values(atoms)
@@ -133,10 +144,10 @@ class Dataset:
             s = None
             if stress_from == "mlearn":
                 v = mlearn_stress(atoms)
-                s = None if v is None else _voigt_to_3x3(v)
-            elif "stress" in ref:
+                s = None if v is None else voigt_6_to_full_3x3_stress(v)
+            elif stress_from == "calculator" and "stress" in ref:
                 s = np.asarray(ref["stress"])
-                s = _voigt_to_3x3(s) if s.shape == (6,) else s.reshape(3, 3)
+                s = voigt_6_to_full_3x3_stress(s) if s.shape == (6,) else s.reshape(3, 3)
             if s is not None and not np.all(atoms.pbc):
                 s = None
             stress.append(s)
@@ -147,11 +158,6 @@ class Dataset:
             names.append(str(atoms.info.get("group", atoms.info.get("name", ""))))
         return cls(list(structures), np.array(energy, dtype=np.float64), forces, stress,
                    np.array(weight, dtype=np.float64), names)
-
-
-def _voigt_to_3x3(v: np.ndarray) -> np.ndarray:
-    xx, yy, zz, yz, xz, xy = v
-    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]], dtype=np.float64)
 
 
 def concatenate(sets: Sequence[Dataset]) -> Dataset:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import REFINE_BLOCK
+
 
 def _pyplot():
     import matplotlib
@@ -24,8 +26,9 @@ def learning_curve(history: dict, path: Path) -> None:
         ax.semilogy(history["epoch"], history["val_loss"], label="validation (Adam)")
     if history.get("refine_iteration"):
         last = history["epoch"][-1] if history.get("epoch") else 0
-        x = last + np.asarray(history["refine_iteration"]) / 10.0
-        ax.semilogy(x, history["refine_train_loss"], label="training (L-BFGS, 10 it./unit)")
+        x = last + np.asarray(history["refine_iteration"]) / REFINE_BLOCK
+        ax.semilogy(x, history["refine_train_loss"],
+                    label=f"training (L-BFGS, {REFINE_BLOCK} it./unit)")
         ax.semilogy(x, history["refine_val_loss"], label="validation (L-BFGS)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")

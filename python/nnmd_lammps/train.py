@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import Config, dump_config, resolve
+from .config import REFINE_BLOCK, Config, dump_config, resolve
 from .data import Dataset, concatenate, random_split
 from .descriptors import DescriptorCalculator
 from .errors import NNMDError
@@ -50,14 +50,7 @@ def load_datasets(cfg: Config, log) -> dict[str, Dataset]:
         for p in paths:
             path = resolve(cfg, p)
             structures = read_structures(path, d.format, d.length_unit, d.energy_unit)
-            stress_from = d.stress
-            if stress_from == "auto":
-                is_mlearn = d.format == "mlearn" or any(
-                    "virial_stress_kbar" in a.info for a in structures[:1])
-                stress_from = "mlearn" if is_mlearn else "calculator"
-            if stress_from == "none":
-                stress_from = "nothing"
-            sets.append(Dataset.from_structures(structures, str(path), stress_from))
+            sets.append(Dataset.from_structures(structures, str(path), d.stress))
         return concatenate(sets)
 
     pool = read(d.train)
@@ -209,28 +202,29 @@ class TrainingData:
         sids = np.asarray(sids, dtype=np.int64)
         local_struct = np.arange(len(sids))
 
-        def ranges(off: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        def ranges(off: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """Global indices of the selected structures' items, their local structure, and
+            per local structure the shift from a global to a batch-local item index."""
             starts, stops = off[sids], off[sids + 1]
             counts = stops - starts
             idx = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)]) \
                 if len(sids) else np.zeros(0, dtype=np.int64)
             owner = np.repeat(local_struct, counts)
-            return torch.from_numpy(idx).to(dev), torch.from_numpy(owner).to(dev)
+            shift = np.concatenate([[0], np.cumsum(counts)[:-1]]) - starts if len(sids) \
+                else np.zeros(0, dtype=np.int64)
+            return (torch.from_numpy(idx).to(dev), torch.from_numpy(owner).to(dev),
+                    torch.from_numpy(shift).to(dev))
 
-        atoms, atom_owner = ranges(self.atom_off)
-        local_of = torch.full((int(self.atom_off[-1]),), -1, dtype=torch.long, device=dev)
-        local_of[atoms] = torch.arange(len(atoms), device=dev)
+        atoms, atom_owner, atom_shift = ranges(self.atom_off)
         G, rs, prow, pi, pj, pd, ps, dg = [], [], [], [], [], [], [], []
         for e in range(len(self.G)):
-            rows, row_owner = ranges(self.row_off[e])
-            row_local = torch.full((len(self.G[e]),), -1, dtype=torch.long, device=dev)
-            row_local[rows] = torch.arange(len(rows), device=dev)
-            pairs, pair_owner = ranges(self.pair_off[e])
+            rows, row_owner, row_shift = ranges(self.row_off[e])
+            pairs, pair_owner, _ = ranges(self.pair_off[e])
             G.append(self.G[e][rows])
             rs.append(row_owner)
-            prow.append(row_local[self.pair_row[e][pairs]])
-            pi.append(local_of[self.pair_i[e][pairs]])
-            pj.append(local_of[self.pair_j[e][pairs]])
+            prow.append(self.pair_row[e][pairs] + row_shift[pair_owner])
+            pi.append(self.pair_i[e][pairs] + atom_shift[pair_owner])
+            pj.append(self.pair_j[e][pairs] + atom_shift[pair_owner])
             pd.append(self.pair_d[e][pairs])
             ps.append(pair_owner)
             dg.append(self.dGdd[e][pairs])
@@ -275,7 +269,8 @@ class LossWeights:
     stress: float
 
 
-def loss_terms(model: HDNNP, b: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+def loss_terms(model: HDNNP, b: Batch, w: LossWeights) -> torch.Tensor:
+    """The weighted loss of a batch (docs/training.md)."""
     want_f = w.force > 0 and bool(b.force_mask.any())
     want_s = w.stress > 0 and bool(b.stress_mask.any())
     E, F, S = predict(model, b, forces=want_f, stress=want_s)
@@ -283,20 +278,17 @@ def loss_terms(model: HDNNP, b: Batch, w: LossWeights) -> tuple[torch.Tensor, di
     de = (E - b.energy) / b.natoms
     loss_e = (ws * de * de).sum() / ws.sum().clamp(min=1e-300)
     total = w.energy * loss_e
-    parts = {"energy_mse": float(loss_e.detach())}
     if want_f:
         wa = ws[b.atom_struct] * b.force_mask
         df = (F - b.forces) ** 2
         loss_f = (wa[:, None] * df).sum() / (3.0 * wa.sum()).clamp(min=1e-300)
         total = total + w.force * loss_f
-        parts["force_mse"] = float(loss_f.detach())
     if want_s:
         wsm = ws * b.stress_mask
         ds = ((S - b.stress) ** 2).sum((1, 2))
         loss_s = (wsm * ds).sum() / (9.0 * wsm.sum()).clamp(min=1e-300)
         total = total + w.stress * loss_s
-        parts["stress_mse"] = float(loss_s.detach())
-    return total, parts
+    return total
 
 
 # -- setup of descriptors, scaling and energy offsets ---------------------------------------------
@@ -318,8 +310,7 @@ def fit_reference_energies(data: Dataset, elements: list[str]) -> tuple[dict[str
 def scaling_from(G: torch.Tensor, kind: str) -> ScalingParams:
     g = G.detach().double()
     if g.shape[0] == 0:
-        n = g.shape[1]
-        return ScalingParams("none", 0.0, 1.0, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+        return ScalingParams.identity(g.shape[1])
     gmin, gmax = g.min(0).values, g.max(0).values
     mean = g.mean(0)
     std = g.std(0) if g.shape[0] > 1 else torch.ones_like(mean)
@@ -508,7 +499,7 @@ class Trainer:
 
     def _evaluate(self, model: HDNNP, td: TrainingData, weights: LossWeights) -> float:
         with torch.no_grad():
-            loss, _ = loss_terms(model, td.batch(), weights)
+            loss = loss_terms(model, td.batch(), weights)
         return float(loss)
 
     def _train_adam(self, model, tdata, weights, ck, meta_json) -> dict[str, Any]:
@@ -560,7 +551,7 @@ class Trainer:
                 for k in range(0, train.n, tc.batch_size):
                     b = train.batch(perm[k:k + tc.batch_size])
                     opt.zero_grad(set_to_none=True)
-                    loss, _ = loss_terms(model, b, weights)
+                    loss = loss_terms(model, b, weights)
                     loss.backward()
                     opt.step()
                     total += float(loss.detach()) * b.n_structures
@@ -617,12 +608,12 @@ class Trainer:
     def _refine(self, model, tdata, weights, state, meta_json) -> dict[str, Any]:
         rc = self.cfg.training.refine
         done = int(state.get("refine_iterations", 0))
-        if rc.iterations <= done or state.get("phase") == "done":
+        if rc.iterations <= done:  # a resume may ask for more iterations than were done
             return state
         train = tdata["train"]
         val = tdata.get("validation")
         model.load_state_dict(state["best_state"])
-        opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=10,
+        opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=REFINE_BLOCK,
                                 history_size=rc.history, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-12, tolerance_change=1e-15)
         if done and "refine_optimizer_state" in state:
@@ -636,7 +627,7 @@ class Trainer:
 
         def closure():
             opt.zero_grad(set_to_none=True)
-            loss, _ = loss_terms(model, full, weights)
+            loss = loss_terms(model, full, weights)
             loss.backward()
             return loss
 
@@ -644,7 +635,7 @@ class Trainer:
         t0 = time.perf_counter()
         while done < rc.iterations:
             loss = float(opt.step(closure).detach())
-            done += 10
+            done += REFINE_BLOCK
             val_loss = self._evaluate(model, val, weights) if val is not None else loss
             improved = val_loss < best_val
             if improved:
@@ -665,7 +656,7 @@ class Trainer:
                    f"{val_loss:.4e}{'  *' if improved else ''}")
             self._logfile.write(msg + "\n")
             self._logfile.flush()
-            if (done // 10) % 5 == 0:
+            if (done // REFINE_BLOCK) % 5 == 0:
                 self.log(msg)
         self.log(f"refinement done in {time.perf_counter() - t0:.0f} s; best validation loss "
                  f"{best_val:.4e}")
@@ -676,12 +667,11 @@ class Trainer:
 
         cfg = self.cfg
         model = model.cpu().double() if cfg.training.dtype != "float64" else model.cpu()
-        desc_out = copy.deepcopy(desc)
         source = {"kind": "nnmd train", "nnmd_version": __version__,
                   "epochs": state["history"]["epoch"][-1] if state["history"]["epoch"] else 0,
                   "best_epoch": state.get("best_epoch"), "best_validation_loss": state["best_val"],
                   "training_seconds": round(seconds, 1)}
-        save_model(self.out / "model.pt", spec, model, desc_out, source)
+        save_model(self.out / "model.pt", spec, model, desc, source)
         dump_config(cfg, self.out / "config.yaml")
         pot = Potential.load(self.out / "model.pt")
         metrics: dict[str, Any] = {"training_seconds": seconds}
@@ -702,7 +692,7 @@ class Trainer:
         from .plots import learning_curve, parity_plots
 
         learning_curve(state["history"], self.out / "learning_curve.png")
-        shown = "test" if "test" in preds and len(sets["test"]) else "validation"
+        shown = next(name for name in ("test", "validation", "train") if name in preds)
         parity_plots(sets[shown], preds[shown], self.out, shown)
         self.log(f"wrote {self.out / 'model.pt'}, metrics.json, learning_curve.png, "
                  f"parity_energy.png, parity_forces.png ({seconds:.0f} s in all)")
