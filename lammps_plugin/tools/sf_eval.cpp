@@ -13,7 +13,7 @@
    contracted vectors v[k][a] (one line), with 17 significant digits; "time" prints the
    seconds per compute + contract. */
 
-#include "sf_kernels.h"
+#include "kernels/symmetry_functions.h"
 
 #include <chrono>
 #include <cmath>

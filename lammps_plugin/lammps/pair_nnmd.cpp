@@ -1,6 +1,6 @@
 /* nnmd-lammps: LAMMPS pair style nnmd (see pair_nnmd.h, docs/lammps.md). */
 
-#include "pair_nnmd.h"
+#include "lammps/pair_nnmd.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -12,7 +12,7 @@
 #include "update.h"
 #include "utils.h"
 
-#include "nnmd_model.h"
+#include "model/model.h"
 
 #include <chrono>
 #include <cmath>

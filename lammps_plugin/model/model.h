@@ -1,13 +1,13 @@
 /* nnmd-lammps: reader and evaluator of model files (docs/model_format.md).
 
    This header is free of torch and LAMMPS includes so that both sides can use it; the
-   implementation (nnmd_model.cpp) is the only translation unit that includes libtorch.
+   implementation (model.cpp) is the only translation unit that includes libtorch.
    All errors are reported as std::runtime_error with a one-line message. */
 
-#ifndef NNMD_MODEL_H
-#define NNMD_MODEL_H
+#ifndef NNMD_MODEL_MODEL_H
+#define NNMD_MODEL_MODEL_H
 
-#include "sf_kernels.h"
+#include "kernels/symmetry_functions.h"
 
 #include <memory>
 #include <string>

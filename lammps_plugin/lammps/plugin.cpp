@@ -5,7 +5,7 @@
 
 #include "lammps.h"
 
-#include "pair_nnmd.h"
+#include "lammps/pair_nnmd.h"
 
 extern "C" {
 typedef void *(lammpsplugin_factory1)(void *);

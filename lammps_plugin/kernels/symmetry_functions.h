@@ -1,7 +1,7 @@
 /* nnmd-lammps: atom-centred symmetry functions (n2p2 types 2, 3, 9) for one central atom.
 
    LAMMPS-independent. The formulas are those of docs/symmetry_functions.md; the Python
-   implementation (python/nnmd_lammps/descriptors.py) follows the same document and the
+   implementation (python/nnmd_lammps/descriptors/) follows the same document and the
    test suite compares both.
 
    Usage: build one Descriptor per central element from its symmetry functions (in
@@ -19,8 +19,8 @@
    No heap allocation happens once the workspace has grown to the largest neighbour
    count seen. Not thread-safe (one Descriptor per thread). */
 
-#ifndef NNMD_SF_KERNELS_H
-#define NNMD_SF_KERNELS_H
+#ifndef NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
+#define NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
 
 #include <cstddef>
 #include <string>

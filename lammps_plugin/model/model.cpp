@@ -1,6 +1,6 @@
 /* nnmd-lammps: model file reader and network evaluation through libtorch. */
 
-#include "nnmd_model.h"
+#include "model/model.h"
 
 #include "json_mini.h"
 

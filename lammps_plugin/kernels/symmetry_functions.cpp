@@ -1,4 +1,4 @@
-/* nnmd-lammps: symmetry-function kernels (see sf_kernels.h, docs/symmetry_functions.md). */
+/* nnmd-lammps: symmetry-function kernels (see symmetry_functions.h, docs/symmetry_functions.md). */
 
 #if defined(NNMD_USE_LIBMVEC) && !defined(__FAST_MATH__)
 // glibc declares the SIMD variants of exp, tanh, cos, ... (libmvec, <= 4 ulp) only under
@@ -7,7 +7,7 @@
 #define __FAST_MATH__ 1
 #endif
 
-#include "sf_kernels.h"
+#include "kernels/symmetry_functions.h"
 
 #include <algorithm>
 #include <cmath>

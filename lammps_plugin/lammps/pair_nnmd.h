@@ -4,8 +4,8 @@
                    [g5 auto|direct|moments] [profile yes|no]
    pair_coeff * * model.pt El1 El2 ... (one element or NULL per atom type)
 
-   The symmetry functions and forces are computed here (sf_kernels.*); the element
-   networks run through libtorch (nnmd_model.*). Requires a full neighbour list,
+   The symmetry functions and forces are computed here (kernels/symmetry_functions.*); the element
+   networks run through libtorch (model/model.*). Requires a full neighbour list,
    newton pair on and units metal. See docs/lammps.md. */
 
 #ifndef LMP_PAIR_NNMD_H
@@ -13,7 +13,7 @@
 
 #include "pair.h"
 
-#include "sf_kernels.h"
+#include "kernels/symmetry_functions.h"
 
 #include <memory>
 #include <string>
