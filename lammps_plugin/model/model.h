@@ -1,8 +1,10 @@
 /* nnmd-lammps: reader and evaluator of model files (docs/model_format.md).
 
-   This header is free of torch and LAMMPS includes so that both sides can use it; the
-   implementation (model.cpp) is the only translation unit that includes libtorch.
-   All errors are reported as std::runtime_error with a one-line message. */
+   This header is free of torch and LAMMPS includes so that both sides can use it. Two
+   translation units implement it: model.cpp (the networks; the only one that includes
+   libtorch) and metadata.cpp (the JSON metadata, with the nlohmann json that ships with
+   the LAMMPS headers; no torch). All errors are reported as std::runtime_error with a
+   one-line message. */
 
 #ifndef NNMD_MODEL_MODEL_H
 #define NNMD_MODEL_MODEL_H
