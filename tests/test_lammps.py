@@ -110,11 +110,11 @@ def test_python_and_lammps_agree(ternary, tmp_path, name):
 
 @pytest.mark.parametrize("method", ["direct", "moments"])
 def test_type9_evaluation_methods_agree_with_python(ternary, tmp_path, method):
-    """pair_style nnmd g5 direct / g5 moments (the default chooses per atom)."""
+    """pair_style nnmd type9 direct / type9 moments (the default chooses per atom)."""
     pot, path = ternary
     symbols, cell, pbc = STRUCTURES["orthogonal"]
     _compare(pot, path, _random(symbols, cell, pbc, seed=8), ["C", "N", "Cu"], tmp_path,
-             pair_style_args=f"g5 {method}")
+             pair_style_args=f"type9 {method}")
 
 
 def test_two_ranks_and_type_mapping(ternary, tmp_path):
@@ -320,6 +320,11 @@ BAD = {
                "cutoff 3 is smaller than the largest symmetry-function cutoff 4.2"),
     "keyword": (["pair_style nnmd thread 2", "pair_coeff * * {model} Cu"],
                 "unknown keyword thread"),
+    "type9": (["pair_style nnmd type9 fast", "pair_coeff * * {model} Cu"],
+              "type9 must be auto, direct or moments, got fast"),
+    # g5: the deprecated alias of type9 is still parsed as that keyword
+    "g5_alias": (["pair_style nnmd g5 fast", "pair_coeff * * {model} Cu"],
+                 "g5 must be auto, direct or moments, got fast"),
 }
 
 

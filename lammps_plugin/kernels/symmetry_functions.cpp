@@ -33,7 +33,7 @@ template <class T> void grow(std::vector<T> &v, std::size_t n)
 }
 }    // namespace
 
-std::string validate(const SymFuncParams &p, int n_elements)
+std::string validate(const SymmetryFunction &p, int n_elements)
 {
   std::ostringstream msg;
   if (p.type != 2 && p.type != 3 && p.type != 9)
@@ -73,12 +73,12 @@ Cutoff::Cutoff(int type, double rc, double alpha) : type_(type), alpha_(alpha)
 // ---------------------------------------------------------------------------------------
 // construction
 
-Descriptor::Descriptor(const std::vector<SymFuncParams> &functions, int n_elements) :
+DescriptorCalculator::DescriptorCalculator(const std::vector<SymmetryFunction> &functions, int n_elements) :
     n_functions_(static_cast<int>(functions.size())), n_elements_(n_elements)
 {
   int kmax_all = 0;
   for (int s = 0; s < n_functions_; ++s) {
-    const SymFuncParams &p = functions[s];
+    const SymmetryFunction &p = functions[s];
     cutoff_ = std::max(cutoff_, p.rc);
     const Cutoff fc(p.cutoff_type, p.rc, p.cutoff_alpha);
     if (p.type == 2) {
@@ -287,7 +287,7 @@ void Cutoff::evaluate(const double *r, int n, double *f, double *df) const
 // ---------------------------------------------------------------------------------------
 // neighbours of a group in list order (structure of arrays)
 
-void Descriptor::collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
+void DescriptorCalculator::collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
                          const std::vector<double> &eta, const std::vector<double> &rs) const
 {
   Work &w = work_;
@@ -336,7 +336,7 @@ void Descriptor::collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
   for (int q = 0; q < mp; ++q) w.lri[q] = 1.0 / w.lr[q];
 }
 
-void Descriptor::Work::reserve(std::size_t n)
+void DescriptorCalculator::Work::reserve(std::size_t n)
 {
   cap = std::max(cap, padded(n));
   nmax = std::max<std::size_t>(nmax, 1);
@@ -353,7 +353,7 @@ void Descriptor::Work::reserve(std::size_t n)
 // radial functions (docs section 2)
 
 template <bool DERIV>
-void Descriptor::radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
+void DescriptorCalculator::radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
                         double *v) const
 {
   collect(nb, g.e1, -1, g.fc, {}, {});
@@ -393,7 +393,7 @@ void Descriptor::radial(const RadialGroup &g, const Neighbors &nb, double *G, co
     }
 }
 
-bool Descriptor::use_moments(const AngularGroup &g) const
+bool DescriptorCalculator::use_moments(const AngularGroup &g) const
 {
   if (g.kmax <= 0 || method_ == Method::Direct) return false;
   if (method_ == Method::Moments) return true;
@@ -414,7 +414,7 @@ bool Descriptor::use_moments(const AngularGroup &g) const
 // angular functions: triplet sums (docs section 3), vectorised over the second neighbour
 
 template <bool DERIV, bool NARROW, int CT>
-void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double *c,
+void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, const double *c,
                                   double *v) const
 {
   Work &w = work_;
@@ -629,7 +629,7 @@ void Descriptor::angular_direct_t(const AngularGroup &g, double *G, const double
 }
 
 template <bool DERIV>
-void Descriptor::angular_direct(const AngularGroup &g, double *G, const double *c,
+void DescriptorCalculator::angular_direct(const AngularGroup &g, double *G, const double *c,
                                 double *v) const
 {
   const bool narrow = (g.type == 3);
@@ -663,7 +663,7 @@ void Descriptor::angular_direct(const AngularGroup &g, double *G, const double *
 //   G_s = 2^(1-zeta) sum_m C(zeta, m) lambda^m T_u,m
 
 template <bool DERIV>
-void Descriptor::angular_moments(const AngularGroup &g, double *G, const double *c, double *v,
+void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, const double *c, double *v,
                                  double *cache_out, const double *cache_in) const
 {
   const MomentTable &t = table_;
@@ -859,7 +859,7 @@ void Descriptor::angular_moments(const AngularGroup &g, double *G, const double 
 // ---------------------------------------------------------------------------------------
 // public entry points
 
-void Descriptor::compute(const Neighbors &nb, double *G, double *cache) const
+void DescriptorCalculator::compute(const Neighbors &nb, double *G, double *cache) const
 {
   std::fill(G, G + n_functions_, 0.0);
   for (const RadialGroup &g : radial_) radial<false>(g, nb, G, nullptr, nullptr);
@@ -874,7 +874,7 @@ void Descriptor::compute(const Neighbors &nb, double *G, double *cache) const
   }
 }
 
-void Descriptor::contract(const Neighbors &nb, const double *c, double *v,
+void DescriptorCalculator::contract(const Neighbors &nb, const double *c, double *v,
                           const double *cache) const
 {
   std::fill(v, v + 3 * nb.size(), 0.0);
@@ -889,7 +889,7 @@ void Descriptor::contract(const Neighbors &nb, const double *c, double *v,
   }
 }
 
-void Descriptor::jacobian(const Neighbors &nb, double *G, double *dG) const
+void DescriptorCalculator::jacobian(const Neighbors &nb, double *G, double *dG) const
 {
   // one contraction per function with a unit vector c = e_s
   const std::size_t n = nb.size();

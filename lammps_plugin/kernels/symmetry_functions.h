@@ -4,7 +4,7 @@
    implementation (python/nnmd_lammps/descriptors/) follows the same document and the
    test suite compares both.
 
-   Usage: build one Descriptor per central element from its symmetry functions (in
+   Usage: build one DescriptorCalculator per central element from its symmetry functions (in
    network-input order), fill a Neighbors object with the displacement vectors
    d_ij = r_j - r_i of the central atom's neighbours (any order, r_ij > 0), then
      compute(nb, G)             G[s]                       (s = 0 .. size()-1)
@@ -17,7 +17,7 @@
    can also be evaluated in linear time from per-neighbour moment tensors (docs section
    3); Method::Auto picks the cheaper evaluation for each atom from its neighbour count.
    No heap allocation happens once the workspace has grown to the largest neighbour
-   count seen. Not thread-safe (one Descriptor per thread). */
+   count seen. Not thread-safe (one DescriptorCalculator per thread). */
 
 #ifndef NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
 #define NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
@@ -28,7 +28,7 @@
 
 namespace nnmd {
 
-struct SymFuncParams {
+struct SymmetryFunction {
   int type = 2;           // 2 radial, 3 narrow angular, 9 wide angular
   int e1 = 0, e2 = -1;    // neighbour element indices (e2 = -1 for radial)
   double eta = 0.0;       // 1/length^2
@@ -41,7 +41,7 @@ struct SymFuncParams {
 };
 
 // Human-readable check; returns an empty string if the parameters are valid.
-std::string validate(const SymFuncParams &p, int n_elements);
+std::string validate(const SymmetryFunction &p, int n_elements);
 
 // what the cutoff-function formulas need: rc, the inner cutoff rci = alpha rc, 1/(rc - rci)
 // and the prefactor of type 3
@@ -92,11 +92,11 @@ struct Neighbors {
   std::size_t size() const { return r.size(); }
 };
 
-class Descriptor {
+class DescriptorCalculator {
  public:
   enum class Method { Auto, Direct, Moments };
 
-  Descriptor(const std::vector<SymFuncParams> &functions, int n_elements);
+  DescriptorCalculator(const std::vector<SymmetryFunction> &functions, int n_elements);
   int size() const { return n_functions_; }
   double cutoff() const { return cutoff_; }
   int n_groups() const { return static_cast<int>(radial_.size() + angular_.size()); }

@@ -23,7 +23,7 @@ using namespace LAMMPS_NS;
 
 PairNNMD::PairNNMD(LAMMPS *lmp) :
     Pair(lmp), device("cpu"), nthreads(1), single_precision(false), cutoff_user(0.0),
-    cutoff_model(0.0), g5_method(nnmd::Descriptor::Method::Auto), profile(false),
+    cutoff_model(0.0), type9_method(nnmd::DescriptorCalculator::Method::Auto), profile(false),
     t_descriptors(0.0), t_network(0.0), t_forces(0.0), n_calls(0)
 {
   single_enable = 0;
@@ -56,7 +56,8 @@ void PairNNMD::allocate()
 }
 
 /* pair_style nnmd [threads N] [cutoff R] [precision float64|float32] [device cpu|cuda]
-                   [g5 auto|direct|moments] [profile yes|no] */
+                   [type9 auto|direct|moments] [profile yes|no]
+   (g5 is a deprecated alias of type9) */
 
 void PairNNMD::settings(int narg, char **arg)
 {
@@ -64,7 +65,7 @@ void PairNNMD::settings(int narg, char **arg)
   cutoff_user = 0.0;
   single_precision = false;
   device = "cpu";
-  g5_method = nnmd::Descriptor::Method::Auto;
+  type9_method = nnmd::DescriptorCalculator::Method::Auto;
   profile = false;
   int iarg = 0;
   while (iarg < narg) {
@@ -88,21 +89,24 @@ void PairNNMD::settings(int narg, char **arg)
       if (val != "cpu" && val != "cuda")
         error->all(FLERR, "pair_style nnmd: device must be cpu or cuda, got {}", val);
       device = val;
-    } else if (key == "g5") {
+    } else if (key == "type9" || key == "g5") {
+      if (key == "g5" && comm->me == 0)
+        error->warning(FLERR, "pair_style nnmd: keyword g5 is a deprecated alias of type9");
       if (val == "auto")
-        g5_method = nnmd::Descriptor::Method::Auto;
+        type9_method = nnmd::DescriptorCalculator::Method::Auto;
       else if (val == "direct")
-        g5_method = nnmd::Descriptor::Method::Direct;
+        type9_method = nnmd::DescriptorCalculator::Method::Direct;
       else if (val == "moments")
-        g5_method = nnmd::Descriptor::Method::Moments;
+        type9_method = nnmd::DescriptorCalculator::Method::Moments;
       else
-        error->all(FLERR, "pair_style nnmd: g5 must be auto, direct or moments, got {}", val);
+        error->all(FLERR, "pair_style nnmd: {} must be auto, direct or moments, got {}", key,
+                   val);
     } else if (key == "profile") {
       profile = utils::logical(FLERR, val, false, lmp) == 1;
     } else {
       error->all(FLERR,
                  "pair_style nnmd: unknown keyword {} (known: threads, cutoff, precision, device, "
-                 "g5, profile)",
+                 "type9, profile)",
                  key);
     }
     iarg += 2;
@@ -152,9 +156,9 @@ void PairNNMD::coeff(int narg, char **arg)
   }
   for (int i = 1; i <= ntypes; ++i) map[i] = type_to_element[i];
 
-  descriptors.clear();
+  calculators.clear();
   for (std::size_t e = 0; e < info.elements.size(); ++e) {
-    descriptors.push_back(std::make_unique<nnmd::Descriptor>(
+    calculators.push_back(std::make_unique<nnmd::DescriptorCalculator>(
         info.functions[e], static_cast<int>(info.elements.size())));
   }
   local_atoms.assign(info.elements.size(), {});
@@ -194,8 +198,8 @@ void PairNNMD::init_style()
                "units {}",
                update->unit_style);
   if (!model) error->all(FLERR, "Pair style nnmd: pair_coeff * * model.pt ... is missing");
-  // here rather than in coeff(): a later pair_style nnmd ... g5 X keeps the pair_coeff
-  for (auto &d : descriptors) d->set_method(g5_method);
+  // here rather than in coeff(): a later pair_style nnmd ... type9 X keeps the pair_coeff
+  for (auto &d : calculators) d->set_method(type9_method);
   neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 
@@ -212,7 +216,7 @@ void PairNNMD::gather(int i, int element)
 {
   double **x = atom->x;
   const int *type = atom->type;
-  const double rc = descriptors[element]->cutoff();
+  const double rc = calculators[element]->cutoff();
   const double rcsq = rc * rc;
   const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
   const int *jlist = list->firstneigh[i];
@@ -242,7 +246,7 @@ void PairNNMD::compute(int eflag, int vflag)
   const int *type = atom->type;
   const int inum = list->inum;
   const int *ilist = list->ilist;
-  const int nelements = static_cast<int>(descriptors.size());
+  const int nelements = static_cast<int>(calculators.size());
 
   for (auto &l : local_atoms) l.clear();
   for (int ii = 0; ii < inum; ++ii) {
@@ -257,16 +261,16 @@ void PairNNMD::compute(int eflag, int vflag)
   const auto t0 = Clock::now();
   for (int e = 0; e < nelements; ++e) {
     const int n = static_cast<int>(local_atoms[e].size());
-    const int S = descriptors[e]->size();
+    const int S = calculators[e]->size();
     if (n == 0) continue;
     G[e].resize(static_cast<std::size_t>(n) * S);
     dEdG[e].resize(static_cast<std::size_t>(n) * S);
     Eatom[e].resize(n);
-    const std::size_t C = descriptors[e]->cache_size();
+    const std::size_t C = calculators[e]->cache_size();
     cache[e].resize(C * n);
     for (int r = 0; r < n; ++r) {
       gather(local_atoms[e][r], e);
-      descriptors[e]->compute(nb, &G[e][static_cast<std::size_t>(r) * S],
+      calculators[e]->compute(nb, &G[e][static_cast<std::size_t>(r) * S],
                               C ? &cache[e][C * r] : nullptr);
     }
   }
@@ -289,14 +293,14 @@ void PairNNMD::compute(int eflag, int vflag)
   // pass 2: forces F_j = -sum_i dE_i/dd_ij, F_i = +sum_j dE_i/dd_ij; virial W = -sum d (x) v
   for (int e = 0; e < nelements; ++e) {
     const int n = static_cast<int>(local_atoms[e].size());
-    const int S = descriptors[e]->size();
+    const int S = calculators[e]->size();
     for (int r = 0; r < n; ++r) {
       const int i = local_atoms[e][r];
       gather(i, e);
       const std::size_t m = nb.size();
       if (v.size() < 3 * m) v.resize(3 * m);
-      const std::size_t C = descriptors[e]->cache_size();
-      descriptors[e]->contract(nb, &dEdG[e][static_cast<std::size_t>(r) * S], v.data(),
+      const std::size_t C = calculators[e]->cache_size();
+      calculators[e]->contract(nb, &dEdG[e][static_cast<std::size_t>(r) * S], v.data(),
                                C ? &cache[e][C * r] : nullptr);
       for (std::size_t k = 0; k < m; ++k) {
         const int j = nb_index[k];

@@ -1,12 +1,13 @@
 /* nnmd-lammps: LAMMPS pair style nnmd (Behler-Parrinello neural-network potentials).
 
    pair_style nnmd [threads N] [cutoff R] [precision float64|float32] [device cpu|cuda]
-                   [g5 auto|direct|moments] [profile yes|no]
+                   [type9 auto|direct|moments] [profile yes|no]
    pair_coeff * * model.pt El1 El2 ... (one element or NULL per atom type)
 
-   The symmetry functions and forces are computed here (kernels/symmetry_functions.*); the element
-   networks run through libtorch (model/model.*). Requires a full neighbour list,
-   newton pair on and units metal. See docs/lammps.md. */
+   The symmetry functions and forces are computed here (kernels/symmetry_functions.*);
+   the element networks run through libtorch (model/model.*). Requires a full neighbour
+   list, newton pair on and units metal. g5 is accepted as a deprecated alias of type9.
+   See docs/lammps.md. */
 
 #ifndef LMP_PAIR_NNMD_H
 #define LMP_PAIR_NNMD_H
@@ -40,7 +41,7 @@ class PairNNMD : public Pair {
 
  protected:
   std::unique_ptr<nnmd::Model> model;
-  std::vector<std::unique_ptr<nnmd::Descriptor>> descriptors;    // per model element
+  std::vector<std::unique_ptr<nnmd::DescriptorCalculator>> calculators;    // per model element
   std::vector<int> type_to_element;                              // per type (1-based), -1: NULL
   std::string model_file;
   std::string device;
@@ -48,7 +49,7 @@ class PairNNMD : public Pair {
   bool single_precision;
   double cutoff_user;    // 0: the model's cutoff
   double cutoff_model;
-  nnmd::Descriptor::Method g5_method;
+  nnmd::DescriptorCalculator::Method type9_method;    // evaluation of type-9 groups
   bool profile;
   double t_descriptors, t_network, t_forces;    // accumulated seconds (profile yes)
   long n_calls;

@@ -129,7 +129,7 @@ void parse_metadata(const std::string &text, ModelInfo &info)
       for (const json &f : list) {
         const std::string where = list_path + "[" + std::to_string(k++) + "]";
         auto get = [&](const char *key) -> const json & { return member(f, where, key); };
-        SymFuncParams p;
+        SymmetryFunction p;
         p.type = integer(get("type"), join(where, "type"));
         const json &nb = array(get("neighbors"), join(where, "neighbors"));
         const std::size_t want = (p.type == 2) ? 1 : 2;

@@ -29,7 +29,7 @@ int main()
     std::cerr << "sf_eval: expected n_elements n_functions\n";
     return 2;
   }
-  std::vector<nnmd::SymFuncParams> sfs(nsf);
+  std::vector<nnmd::SymmetryFunction> sfs(nsf);
   for (auto &p : sfs) {
     std::cin >> p.type >> p.e1 >> p.e2 >> p.eta >> p.rs >> p.rc >> p.lambda >> p.zeta >>
         p.cutoff_type >> p.cutoff_alpha;
@@ -54,7 +54,7 @@ int main()
     std::cerr << "sf_eval: malformed input\n";
     return 2;
   }
-  nnmd::Descriptor d(sfs, nel);
+  nnmd::DescriptorCalculator d(sfs, nel);
   auto suffix = [&](const std::string &tail) {
     if (mode.size() > tail.size() && mode.compare(mode.size() - tail.size(), tail.size(), tail) == 0) {
       mode.erase(mode.size() - tail.size());
@@ -62,8 +62,8 @@ int main()
     }
     return false;
   };
-  if (suffix("-direct")) d.set_method(nnmd::Descriptor::Method::Direct);
-  if (suffix("-moments")) d.set_method(nnmd::Descriptor::Method::Moments);
+  if (suffix("-direct")) d.set_method(nnmd::DescriptorCalculator::Method::Direct);
+  if (suffix("-moments")) d.set_method(nnmd::DescriptorCalculator::Method::Moments);
   std::vector<double> G(nsf);
   if (mode == "time") {
     int reps = 1;
