@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnmd_lammps.lammps_run import run_lammps
+from nnmd_lammps.interop.lammps import run_lammps
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_lammps import SHARED, prepare_models

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "demo"  # the demo's own modules: EMT data, cubic properties
+sys.path.insert(0, str(DEMO))
 OUT = ROOT / "demo_output"
 WATER = ROOT.parent / "shared" / "data" / "n2p2" / "H2O_RPBE-D3"
 BIN = Path(sys.executable).parent
@@ -39,8 +41,7 @@ def nnmd(*args: str) -> None:
 
 def make_data() -> Path:
     import ase.io
-
-    from nnmd_lammps.emt_data import cu_training_set
+    from emt_data import cu_training_set
 
     path = OUT / "cu_emt.extxyz"
     t0 = time.perf_counter()
@@ -82,14 +83,13 @@ def md(model: Path) -> None:
 
 def properties(model: Path) -> dict:
     from ase.calculators.emt import EMT
-
-    from nnmd_lammps.emt_data import emt_lattice_constant
-    from nnmd_lammps.properties import AseEvaluator, cubic_properties
+    from cubic_properties import cubic_properties
+    from emt_data import emt_lattice_constant
 
     a0 = emt_lattice_constant()
-    emt = cubic_properties(AseEvaluator(EMT()), "Cu", "fcc", a0)
+    emt = cubic_properties(EMT(), "Cu", "fcc", a0)
     out = OUT / "properties_nn_lammps.json"
-    subprocess.run([sys.executable, "-m", "nnmd_lammps.properties", str(model), "Cu", "fcc",
+    subprocess.run([sys.executable, str(DEMO / "cubic_properties.py"), str(model), "Cu", "fcc",
                     str(a0), str(out)], check=True, capture_output=True)
     nn = json.loads(out.read_text())
     rows = [("lattice constant (A)", "lattice_constant", "{:.4f}"),

@@ -13,9 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nnmd_lammps.model import ModelDescription, NetworkSpec, ScalingParams, build_hdnnp  # noqa: E402
-from nnmd_lammps.potential import Potential  # noqa: E402
-from nnmd_lammps.symmetry import DescriptorSpec, SymmetryFunction  # noqa: E402
+from nnmd_lammps.descriptors import DescriptorSpec, SymmetryFunction  # noqa: E402
+from nnmd_lammps.model import (  # noqa: E402
+    ModelDescription,
+    NetworkSpec,
+    Potential,
+    ScalingParams,
+    build_hdnnp,
+)
 
 requires_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(),
@@ -71,7 +76,7 @@ def random_potential(elements: list[str], seed: int = 0, rc: float = 4.5, cutoff
 
 def save_potential(pot: Potential, path) -> Path:
     """Write a potential built by this module as a model file."""
-    from nnmd_lammps.modelfile import save_model
+    from nnmd_lammps.model import save_model
 
     save_model(path, pot.spec, pot.network, pot.description, {"kind": "test"})
     return Path(path)

@@ -9,9 +9,13 @@ import pytest
 import torch
 from ase import Atoms
 
-from nnmd_lammps.descriptors import DescriptorCalculator, cutoff_function
-from nnmd_lammps.potential import make_batch
-from nnmd_lammps.symmetry import DescriptorSpec, SymmetryFunction
+from nnmd_lammps.descriptors import (
+    DescriptorCalculator,
+    DescriptorSpec,
+    SymmetryFunction,
+    cutoff_function,
+)
+from nnmd_lammps.model import make_batch
 
 from conftest import mixed_functions
 from reference import fc_ref, g_ref
@@ -158,7 +162,7 @@ def test_analytic_derivatives_match_autograd(ternary_potential):
     pot = ternary_potential
     batch = make_batch([atoms], pot.elements, pot.cutoff)
     vec = batch.vectors.clone().requires_grad_(True)
-    desc = pot.descriptors.compute(batch.species, batch.centers, batch.neighbors, vec)
+    desc = pot.calculator.compute(batch.species, batch.centers, batch.neighbors, vec)
     checked = 0
     for e in range(len(pot.elements)):
         G, dG, idx = desc.G[e], desc.dGdd[e], desc.pair_index[e]
@@ -172,3 +176,20 @@ def test_analytic_derivatives_match_autograd(ternary_potential):
             assert float(grad[outside].abs().sum()) == 0.0
             checked += int((grad[idx].abs() > 1e-8).sum())
     assert checked > 1000
+
+
+def test_limits_are_the_same_in_python_and_cpp():
+    """The named constants of docs/symmetry_functions.md section 8: every constant of the
+    C++ header has the Python value of the same name."""
+    import re
+
+    from nnmd_lammps import limits
+
+    from conftest import REPO
+
+    header = (REPO / "lammps_plugin" / "kernels" / "limits.h").read_text()
+    found = re.findall(r"constexpr\s+(?:int|double)\s+(\w+)\s*=\s*([0-9.eE+-]+)\s*;", header)
+    assert {name for name, _ in found} >= {"MAX_INTEGER_ZETA", "MAX_MOMENT_ORDER",
+                                           "EXP_CUTOFF_MAX_X"}
+    for name, value in found:
+        assert float(value) == getattr(limits, name), name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,11 +14,14 @@ from nnmd_lammps.model import (
     HDNNP,
     ElementNetwork,
     NetworkSpec,
+    Potential,
     ScalingParams,
     activation,
+    load_model,
+    read_metadata,
+    save_model,
+    script,
 )
-from nnmd_lammps.modelfile import load_model, read_metadata, save_model, script
-from nnmd_lammps.potential import Potential
 
 from conftest import rewrite_metadata, save_potential
 from reference import act_ref, mlp_ref
@@ -131,3 +136,22 @@ def test_metadata_version_is_checked(tmp_path, binary_potential):
                            lambda meta: meta.update(format_version=99))
     with pytest.raises(NNMDError, match="format version 99"):
         load_model(bad)
+
+
+def test_metadata_with_nan_is_rejected(tmp_path, binary_potential):
+    """Strict JSON: a NaN written into the metadata (by another tool) is refused, and our
+    own writer never produces one."""
+    path = save_potential(binary_potential, tmp_path / "m.pt")
+    meta = read_metadata(path)
+    assert "NaN" not in json.dumps(meta)
+    bad = rewrite_metadata(path, tmp_path / "nan.pt",
+                           lambda m: m["energy"].update(scale=float("nan")))
+    with pytest.raises(NNMDError, match="corrupt model metadata"):
+        read_metadata(bad)
+    binary_potential.description.energy_scale = float("nan")
+    try:
+        with pytest.raises(ValueError, match="JSON compliant"):
+            save_potential(binary_potential, tmp_path / "never.pt")
+    finally:
+        binary_potential.description.energy_scale = 0.7
+    assert not (tmp_path / "never.pt").exists()

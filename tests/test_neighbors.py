@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from ase import Atoms
 
+from nnmd_lammps.descriptors import neighbor_pairs, triplets_of
 from nnmd_lammps.errors import NNMDError
-from nnmd_lammps.neighbors import neighbor_pairs, triplets_of
 
 from reference import neighbours_ref
 

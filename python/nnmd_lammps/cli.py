@@ -14,8 +14,8 @@ from .errors import NNMDError
 
 
 def _cmd_import_n2p2(args: argparse.Namespace) -> None:
-    from .modelfile import model_from_weights, save_model
-    from .n2p2 import import_n2p2
+    from .interop.n2p2 import import_n2p2
+    from .model.modelfile import model_from_weights, save_model
     from .units import energy_factor, length_factor
 
     pot = import_n2p2(args.directory, length_factor(args.length_unit),
@@ -30,8 +30,8 @@ def _cmd_import_n2p2(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     import torch
 
-    from .io import read_structures, write_predictions
-    from .potential import Potential
+    from .data.io import read_structures, write_predictions
+    from .model.potential import Potential
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,7 +47,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    from .modelfile import read_metadata
+    from .model.modelfile import read_metadata
 
     meta = read_metadata(args.model)
     print(f"model file      : {args.model}")
@@ -76,8 +76,8 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .config import load_config
-    from .train import Trainer
+    from .training.config import load_config
+    from .training.trainer import Trainer
 
     cfg = load_config(args.config)
     out = args.out or str(Path(args.config).with_suffix("").name + "_run")
@@ -91,10 +91,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_test(args: argparse.Namespace) -> None:
     import json
 
-    from .data import Dataset
-    from .io import read_structures
-    from .metrics import error_metrics
-    from .potential import Potential
+    from .data.dataset import Dataset
+    from .data.io import read_structures
+    from .model.potential import Potential
+    from .training.metrics import error_metrics
 
     pot = Potential.load(args.model, device=args.device)
     structures = read_structures(args.data, args.format, args.length_unit, args.energy_unit)

@@ -1,78 +1,31 @@
-"""Symmetry functions and their analytic derivatives in PyTorch.
+"""Evaluation of symmetry functions and their analytic derivatives in PyTorch.
 
 Implements docs/symmetry_functions.md sections 1-3. Functions sharing a cutoff and
 neighbour elements are evaluated as one group, so that distances, cutoff values and
 angles are computed once per pair or triplet and broadcast over the group's parameters.
 
-For every atom the result holds G (one row per atom, one column per symmetry function,
-in the order of the :class:`~nnmd_lammps.symmetry.DescriptorSpec`) and, if asked for,
-``dG_i/dd_ij`` for every neighbour image j of i: the derivative with respect to the
+:class:`DescriptorCalculator` (the evaluator, as the C++ ``nnmd::DescriptorCalculator``)
+returns :class:`DescriptorValues`: G (one row per atom, one column per symmetry function,
+in the order of the :class:`~nnmd_lammps.descriptors.spec.DescriptorSpec`) and, if asked
+for, ``dG_i/dd_ij`` for every neighbour image j of i: the derivative with respect to the
 displacement vector. Forces and the virial are contractions of it with dE/dG
-(:func:`forces_and_virial`), which keeps training cheap (the derivative is computed
-once per structure) and is exactly what the LAMMPS pair style does.
+(:func:`~nnmd_lammps.descriptors.contraction.forces_and_virial`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
-from .neighbors import triplets_of
-from .symmetry import DescriptorSpec
+from .cutoffs import cutoff_function
+from .neighbors import PairList, triplets_of
+from .spec import DescriptorSpec
 
 Tensor = torch.Tensor
 
-#: coth(1)^3, the normalisation of cutoff type 3 (TANH).
-TANH_PRE = (1.0 / math.tanh(1.0)) ** 3
 #: Triplets processed per chunk (bounds memory to a few tens of MB per group).
 TRIPLET_CHUNK = 1 << 17
-
-
-def cutoff_function(r: Tensor, rc: float, cutoff_type: int, alpha: float = 0.0
-                    ) -> tuple[Tensor, Tensor]:
-    """fc(r) and dfc/dr (docs section 1). ``r`` may hold values beyond rc (-> 0)."""
-    inside = r < rc
-    if cutoff_type == 0:
-        f = inside.to(r.dtype)
-        return f, torch.zeros_like(r)
-    if cutoff_type in (2, 3):
-        t = torch.tanh(1.0 - r / rc)
-        pre = 1.0 if cutoff_type == 2 else TANH_PRE
-        f = pre * t**3
-        df = pre * 3.0 * t * t * (t * t - 1.0) / rc
-    else:
-        rci = alpha * rc
-        iw = 1.0 / (rc - rci)
-        x = ((r - rci) * iw).clamp(min=0.0, max=1.0)
-        if cutoff_type == 1:
-            f = 0.5 * (torch.cos(math.pi * x) + 1.0)
-            dfx = -0.5 * math.pi * torch.sin(math.pi * x)
-        elif cutoff_type == 4:
-            xs = x.clamp(max=1.0 - 1e-12)
-            den = 1.0 - xs * xs
-            f = torch.exp(1.0 - 1.0 / den)
-            dfx = -2.0 * xs / (den * den) * f
-        elif cutoff_type == 5:
-            f = (2.0 * x - 3.0) * x * x + 1.0
-            dfx = 6.0 * x * (x - 1.0)
-        elif cutoff_type == 6:
-            f = ((15.0 - 6.0 * x) * x - 10.0) * x**3 + 1.0
-            dfx = -30.0 * (x * (x - 1.0)) ** 2
-        elif cutoff_type == 7:
-            f = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x**4 + 1.0
-            dfx = 140.0 * (x * (x - 1.0)) ** 3
-        elif cutoff_type == 8:
-            f = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x**5 + 1.0
-            dfx = -630.0 * (x * (x - 1.0)) ** 4
-        else:
-            raise ValueError(f"unknown cutoff type {cutoff_type}")
-        inner = r < rci
-        f = torch.where(inner, torch.ones_like(f), f)
-        df = torch.where(inner, torch.zeros_like(dfx), dfx * iw)
-    zero = torch.zeros_like(f)
-    return torch.where(inside, f, zero), torch.where(inside, df, zero)
 
 
 @dataclass
@@ -99,7 +52,7 @@ class _Group:
 
 
 @dataclass
-class Descriptors:
+class DescriptorValues:
     """Symmetry functions of a batch of atoms.
 
     Per model element e (index into ``spec.elements``):
@@ -123,11 +76,11 @@ class Descriptors:
     pair_d: list[Tensor]
     dGdd: list[Tensor | None]
 
-    def to(self, device: torch.device | str) -> Descriptors:
+    def to(self, device: torch.device | str) -> DescriptorValues:
         def mv(xs):
             return [None if x is None else x.to(device) for x in xs]
 
-        return Descriptors(self.n_atoms, mv(self.atoms), mv(self.G), mv(self.pair_index),
+        return DescriptorValues(self.n_atoms, mv(self.atoms), mv(self.G), mv(self.pair_index),
                            mv(self.pair_row),
                            mv(self.pair_i), mv(self.pair_j), mv(self.pair_d), mv(self.dGdd))
 
@@ -184,7 +137,7 @@ class DescriptorCalculator:
         return len(self.column_order[element])
 
     def compute(self, species: Tensor, centers: Tensor, neighbors: Tensor, vectors: Tensor,
-                derivatives: bool = True) -> Descriptors:
+                derivatives: bool = True) -> DescriptorValues:
         """Symmetry functions for atoms of model-element index ``species`` (N,), given
         the full neighbour list ``centers``/``neighbors`` (P,) with displacement
         vectors ``vectors`` (P, 3) in Angstrom (differentiable if they require grad)."""
@@ -196,7 +149,7 @@ class DescriptorCalculator:
         neighbors = neighbors.to(dev)
         dist = torch.linalg.vector_norm(vectors, dim=1)
         row_of = torch.zeros(n_atoms, dtype=torch.long, device=dev)
-        out = Descriptors(n_atoms, [], [], [], [], [], [], [], [])
+        out = DescriptorValues(n_atoms, [], [], [], [], [], [], [], [])
         for e in range(self.num_elements):
             atoms = torch.nonzero(species == e).flatten()
             row_of[atoms] = torch.arange(len(atoms), device=dev)
@@ -349,7 +302,7 @@ class DescriptorCalculator:
         view.index_add_(0, q2, db)
 
 
-def pair_tensors(pairs, positions: Tensor, cells: Tensor, device=None
+def pair_tensors(pairs: PairList, positions: Tensor, cells: Tensor, device=None
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """Centres, neighbours and displacement vectors d_ij = r_j + S·H - r_i as tensors.
 
@@ -362,31 +315,3 @@ def pair_tensors(pairs, positions: Tensor, cells: Tensor, device=None
     owner = torch.from_numpy(pairs.structure).to(dev)
     d = positions[j] - positions[i] + torch.einsum("pk,pkl->pl", S, cells[owner])
     return i, j, d
-
-
-def forces_and_virial(desc: Descriptors, dEdG: list[Tensor], per_atom_virial: bool = False
-                      ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Forces (N, 3) and per-pair virial contributions from dE/dG (docs section 6).
-
-    Returns ``(forces, pair_virial_sum_per_atom_i, per_atom_virial)`` where the second is
-    the virial (N, 3, 3) accumulated on the centre atom of each pair (sum over a
-    structure's atoms gives its virial W), and the third, if requested, is LAMMPS's
-    per-atom virial (half of each pair's term to i and to j)."""
-    ref = desc.G[0]
-    forces = torch.zeros((desc.n_atoms, 3), dtype=ref.dtype, device=ref.device)
-    virial = torch.zeros((desc.n_atoms, 3, 3), dtype=ref.dtype, device=ref.device)
-    atom_virial = torch.zeros_like(virial) if per_atom_virial else None
-    for e in range(len(desc.G)):
-        dG = desc.dGdd[e]
-        if dG is None:
-            raise ValueError("descriptors were computed without derivatives")
-        if dG.shape[0] == 0:
-            continue
-        v = torch.einsum("ps,psk->pk", dEdG[e][desc.pair_row[e]], dG)
-        forces = forces.index_add(0, desc.pair_j[e], -v).index_add(0, desc.pair_i[e], v)
-        w = -desc.pair_d[e][:, :, None] * v[:, None, :]
-        virial = virial.index_add(0, desc.pair_i[e], w)
-        if atom_virial is not None:
-            atom_virial = atom_virial.index_add(0, desc.pair_i[e], 0.5 * w)
-            atom_virial = atom_virial.index_add(0, desc.pair_j[e], 0.5 * w)
-    return forces, virial, atom_virial

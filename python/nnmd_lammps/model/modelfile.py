@@ -1,6 +1,6 @@
 """The model file ``model.pt`` (format described in docs/model_format.md).
 
-A TorchScript archive of :class:`~nnmd_lammps.model.HDNNP` with the metadata as the
+A TorchScript archive of :class:`~nnmd_lammps.model.networks.HDNNP` with the metadata as the
 extra file ``nnmd.json``. Loading uses ``torch.jit.load``, which deserialises only
 TorchScript code and tensors and never executes arbitrary pickled Python objects.
 """
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .errors import NNMDError
-from .model import HDNNP, ModelDescription, NetworkSpec, ScalingParams, build_hdnnp
-from .symmetry import DescriptorSpec, atomic_number
+from .. import __version__
+from ..descriptors.spec import DescriptorSpec, atomic_number
+from ..errors import NNMDError
+from .networks import HDNNP, ModelDescription, NetworkSpec, ScalingParams, build_hdnnp
 
 FORMAT_NAME = "nnmd-lammps-model"
 FORMAT_VERSION = 1
@@ -97,7 +97,7 @@ def save_model(path: str | Path, spec: DescriptorSpec, module: HDNNP, desc: Mode
     tmp = path.with_name(path.name + ".tmp")
     with _quiet_torchscript():
         torch.jit.save(scripted, str(tmp),
-                       _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
+                       _extra_files={METADATA_FILE: json.dumps(meta, indent=1, allow_nan=False)})
     tmp.replace(path)
     return meta
 
@@ -138,7 +138,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             names = [n for n in z.namelist() if n.endswith("/extra/" + METADATA_FILE)]
             if not names:
                 raise NNMDError(f"{path} is not an nnmd-lammps model file (no {METADATA_FILE})")
-            meta = json.loads(z.read(names[0]))
+            meta = json.loads(z.read(names[0]), parse_constant=_reject_constant)
     except zipfile.BadZipFile:
         raise NNMDError(f"{path} is not an nnmd-lammps model file (not a TorchScript archive)"
                         ) from None
@@ -146,6 +146,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise NNMDError(f"{path}: corrupt model metadata ({exc})") from None
     _check_metadata(meta, path)
     return meta
+
+
+def _reject_constant(name: str) -> Any:
+    """Strict JSON: NaN and infinities are not numbers of a model file."""
+    raise json.JSONDecodeError(f"{name} is not allowed", name, 0)
 
 
 def _check_metadata(meta: Any, path: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase.units import GPa
 
-from .data import Dataset
+from ..data.dataset import Dataset
 
 
 def error_metrics(data: Dataset, energies: Sequence[float], forces: Sequence[np.ndarray | None],

@@ -1,4 +1,8 @@
-"""Evaluating a model on structures: energies, forces, stress (eV, Angstrom)."""
+"""Evaluating a model on structures: energies, forces, stress (eV, Angstrom).
+
+Structures -> :func:`make_batch` (neighbour list, displacement vectors) ->
+:class:`~nnmd_lammps.descriptors.DescriptorCalculator` -> element networks (energies and
+dE/dG) -> :func:`~nnmd_lammps.descriptors.forces_and_virial`."""
 
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from .descriptors import DescriptorCalculator, Descriptors, forces_and_virial, pair_tensors
-from .errors import NNMDError
+from ..descriptors.calculator import DescriptorCalculator, DescriptorValues, pair_tensors
+from ..descriptors.contraction import forces_and_virial
+from ..descriptors.neighbors import neighbor_pairs
+from ..descriptors.spec import DescriptorSpec
+from ..errors import NNMDError
 from .modelfile import load_model
-from .neighbors import neighbor_pairs
-from .symmetry import DescriptorSpec
 
 
 @dataclass
@@ -46,8 +51,9 @@ def species_indices(structures: Sequence[Atoms], elements: list[str]) -> np.ndar
 
 
 @dataclass
-class Batch:
-    """Tensors of a batch of structures for descriptor evaluation."""
+class StructureBatch:
+    """Structures packed for descriptor evaluation: atoms of all structures in one list,
+    their full neighbour list and displacement vectors."""
 
     n_atoms: list[int]
     species: torch.Tensor
@@ -60,7 +66,8 @@ class Batch:
 
 
 def make_batch(structures: Sequence[Atoms], elements: list[str], cutoff: float,
-               dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Batch:
+               dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+               ) -> StructureBatch:
     species = torch.from_numpy(species_indices(structures, elements)).to(device)
     pairs = neighbor_pairs(structures, cutoff)
     pos = torch.from_numpy(np.concatenate([a.get_positions() for a in structures]).reshape(-1, 3)
@@ -71,14 +78,15 @@ def make_batch(structures: Sequence[Atoms], elements: list[str], cutoff: float,
     counts = [len(a) for a in structures]
     owner = torch.repeat_interleave(torch.arange(len(structures), device=device),
                                     torch.tensor(counts, device=device))
-    return Batch(counts, species, pos, cells, i, j, d, owner)
+    return StructureBatch(counts, species, pos, cells, i, j, d, owner)
 
 
 class Potential:
     """A model ready for prediction: descriptor calculator + element networks.
 
     ``network`` is anything with ``energy_and_gradient(element, G)`` (the scripted
-    module of a model file, or an :class:`~nnmd_lammps.model.HDNNP` during training)."""
+    module of a model file, or an :class:`~nnmd_lammps.model.networks.HDNNP` during
+    training)."""
 
     def __init__(self, spec: DescriptorSpec, network, metadata: dict | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> None:
@@ -87,7 +95,7 @@ class Potential:
         self.metadata = metadata or {}
         self.device = torch.device(device)
         self.dtype = dtype
-        self.descriptors = DescriptorCalculator(spec, dtype=dtype, device=self.device)
+        self.calculator = DescriptorCalculator(spec, dtype=dtype, device=self.device)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Potential:
@@ -103,11 +111,11 @@ class Potential:
         return self.spec.cutoff
 
     def descriptors_of(self, structures: Sequence[Atoms], derivatives: bool = True
-                       ) -> tuple[Batch, Descriptors]:
+                       ) -> tuple[StructureBatch, DescriptorValues]:
         batch = make_batch(structures, self.elements, self.cutoff, self.dtype, self.device)
-        desc = self.descriptors.compute(batch.species, batch.centers, batch.neighbors,
+        values = self.calculator.compute(batch.species, batch.centers, batch.neighbors,
                                         batch.vectors, derivatives=derivatives)
-        return batch, desc
+        return batch, values
 
     def evaluate(self, structures: Sequence[Atoms], forces: bool = True, stress: bool = True,
                  atomic_virials: bool = False, max_batch_atoms: int = 4000) -> list[Prediction]:
@@ -129,17 +137,19 @@ class Potential:
     @torch.no_grad()
     def _evaluate_batch(self, structures: Sequence[Atoms], derivatives: bool, want_stress: bool,
                         atomic_virials: bool) -> list[Prediction]:
-        batch, desc = self.descriptors_of(structures, derivatives)
-        n = desc.n_atoms
+        batch, values = self.descriptors_of(structures, derivatives)
+        n = values.n_atoms
         e_atom = torch.zeros(n, dtype=self.dtype, device=self.device)
         grads = []
         for e in range(len(self.elements)):
-            energy, grad = self.network.energy_and_gradient(e, desc.G[e])
-            e_atom[desc.atoms[e]] = energy
+            energy, grad = self.network.energy_and_gradient(e, values.G[e])
+            e_atom[values.atoms[e]] = energy
             grads.append(grad)
         f = w_atom = w_lmp = None
         if derivatives:
-            f, w_atom, w_lmp = forces_and_virial(desc, grads, per_atom_virial=atomic_virials)
+            c = forces_and_virial(values, grads, n, virial_rows=values.pair_i, n_virial_rows=n,
+                                  atom_virial=atomic_virials)
+            f, w_atom, w_lmp = c.forces, c.virial, c.atom_virial
         nstruct = len(structures)
         energies = torch.zeros(nstruct, dtype=self.dtype, device=self.device)
         energies.index_add_(0, batch.owner, e_atom)

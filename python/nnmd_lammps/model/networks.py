@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import NNMDError
+from ..errors import NNMDError
+from ..limits import ACTIVATION_EXP_LIMIT
 
 Tensor = torch.Tensor
 
@@ -29,17 +30,15 @@ ACTIVATIONS = {
     "silu": None,
 }
 N2P2_ACTIVATIONS = {v: k for k, v in ACTIVATIONS.items() if v is not None}
-#: n2p2's 35.0: beyond +-35 the logistic and softplus functions are saturated.
-EXP_LIMIT = 35.0
-LN2 = math.log(2.0)
 
 #: Descriptor scaling variants (docs section 4).
 SCALING_TYPES = ("none", "scale", "center", "scale_center", "sigma")
 
-def activation(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
-    """f(x) and f'(x) with n2p2's definitions (docs section 5).
-
-    35.0 is n2p2's 35.0 (saturation of the logistic and softplus functions)."""
+def activation(name: str, x: Tensor, limit: float = ACTIVATION_EXP_LIMIT
+               ) -> tuple[Tensor, Tensor]:
+    """f(x) and f'(x) with n2p2's definitions (docs section 5); beyond |x| > ``limit``
+    the logistic and softplus functions are saturated. (The limit is an argument with a
+    default because TorchScript cannot read module globals.)"""
     if name == "identity":
         return x, torch.ones_like(x)
     if name == "tanh":
@@ -47,19 +46,19 @@ def activation(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
         return y, 1.0 - y * y
     if name == "sigmoid":
         s = torch.sigmoid(x)
-        y = torch.where(x > 35.0, torch.ones_like(x),
-                        torch.where(x < -35.0, torch.zeros_like(x), s))
-        dy = torch.where(x.abs() > 35.0, torch.zeros_like(x), s * (1.0 - s))
+        y = torch.where(x > limit, torch.ones_like(x),
+                        torch.where(x < -limit, torch.zeros_like(x), s))
+        dy = torch.where(x.abs() > limit, torch.zeros_like(x), s * (1.0 - s))
         return y, dy
     if name == "softplus" or name == "shifted_softplus":
-        xc = x.clamp(min=-35.0, max=35.0)
+        xc = x.clamp(min=-limit, max=limit)
         sp = torch.log1p(torch.exp(xc))
-        y = torch.where(x > 35.0, x, torch.where(x < -35.0, torch.zeros_like(x), sp))
+        y = torch.where(x > limit, x, torch.where(x < -limit, torch.zeros_like(x), sp))
         s = torch.sigmoid(x)
-        dy = torch.where(x > 35.0, torch.ones_like(x),
-                         torch.where(x < -35.0, torch.zeros_like(x), s))
+        dy = torch.where(x > limit, torch.ones_like(x),
+                         torch.where(x < -limit, torch.zeros_like(x), s))
         if name == "shifted_softplus":
-            y = y - 0.6931471805599453  # ln 2
+            y = y - math.log(2.0)
         return y, dy
     if name == "silu":
         s = torch.sigmoid(x)

@@ -16,7 +16,7 @@ import numpy as np
 import vesin
 from ase import Atoms
 
-from .errors import NNMDError
+from ..errors import NNMDError
 
 
 @dataclass

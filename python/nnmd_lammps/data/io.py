@@ -1,4 +1,5 @@
-"""Reading and writing structures in any supported format, converted to eV/Angstrom."""
+"""Reading and writing structures in every supported format (n2p2 input.data, mlearn
+JSON, anything ASE reads), converted to eV and Angstrom."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from .errors import NNMDError
-from .units import energy_factor, length_factor
+from ..errors import NNMDError
+from ..units import energy_factor, length_factor
+from .mlearn import read_mlearn_json
+from .n2p2_data import read_input_data
 
 
 def reference_values(atoms: Atoms) -> dict[str, np.ndarray | float]:
@@ -57,12 +60,8 @@ def read_structures(path: str | Path, fmt: str | None = None, length_unit: str =
         raise NNMDError(f"data file not found: {path}")
     lu, eu = length_factor(length_unit), energy_factor(energy_unit)
     if fmt == "n2p2" or (fmt is None and path.name.endswith("input.data")):
-        from .n2p2 import read_input_data
-
         return read_input_data(path, lu, eu)
     if fmt == "mlearn" or (fmt is None and path.suffix == ".json" and _is_json_list(path)):
-        from .data import read_mlearn_json
-
         return [convert_units(a, lu, eu) for a in read_mlearn_json(path)]
     try:
         frames = ase.io.read(str(path), index=index, format=fmt)

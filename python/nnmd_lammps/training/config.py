@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from .errors import NNMDError
+from ..descriptors.spec import ANGULAR_TYPES, CUTOFF_TYPES
+from ..errors import NNMDError
 
 
 @dataclass
@@ -173,7 +174,8 @@ CHOICES = {
     "network.scaling": ("none", "scale", "center", "scale_center", "sigma"),
     "training.dtype": ("float64", "float32"),
     "training.refine.optimizer": ("lbfgs",),
-    "descriptors.angular_type": (3, 9),
+    "descriptors.angular_type": ANGULAR_TYPES,
+    "descriptors.cutoff_type": CUTOFF_TYPES,
 }
 
 

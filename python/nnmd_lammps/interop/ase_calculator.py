@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .potential import Potential
+from ..model.potential import Potential
 
 
 class NNMDCalculator(Calculator):

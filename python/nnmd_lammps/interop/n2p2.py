@@ -1,5 +1,5 @@
-"""Reading n2p2 / RuNNer potentials (input.nn, scaling.data, weights.NNN.data) and
-n2p2 structure files (input.data).
+"""Importing n2p2 / RuNNer potentials (input.nn, scaling.data, weights.NNN.data).
+(n2p2's structure files, input.data, are read in :mod:`nnmd_lammps.data.n2p2_data`.)
 
 The importer reproduces n2p2's conventions exactly: elements sorted by atomic number,
 symmetry functions sorted by n2p2's key within each element (the order of
@@ -16,19 +16,18 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from .errors import NNMDError
-from .model import N2P2_ACTIVATIONS, ModelDescription, NetworkSpec, ScalingParams
-from .symmetry import (
+from ..descriptors.spec import (
     DescriptorSpec,
     SymmetryFunction,
     atomic_number,
+    cutoff_problem,
     n2p2_sort_key,
     scale_lengths,
     sort_elements,
 )
+from ..errors import NNMDError
+from ..model.networks import N2P2_ACTIVATIONS, ModelDescription, NetworkSpec, ScalingParams
 
 #: Keywords that define the potential and are implemented.
 SUPPORTED_KEYWORDS = {
@@ -342,11 +341,10 @@ def import_n2p2(directory: str | Path, length_unit: float = 1.0, energy_unit: fl
     args = nn.one(key)
     ln = nn.entries[key][0][0]
     ctype = _int(nn, key, ln, args[0])
-    if ctype not in range(9):
-        raise nn.error(key, ln, f"cutoff type {ctype} is not supported (0-8)")
     alpha = _float(nn, key, ln, args[1]) if len(args) > 1 else 0.0
-    if not 0.0 <= alpha < 1.0:
-        raise nn.error(key, ln, "inner cutoff parameter alpha must satisfy 0 <= alpha < 1")
+    problem = cutoff_problem(ctype, alpha)
+    if problem:
+        raise nn.error(key, ln, problem)
     # symmetry functions
     funcs: dict[str, list[SymmetryFunction]] = {e: [] for e in elements}
     for key in ("symfunction_short", "symfunction"):
@@ -421,100 +419,3 @@ def import_n2p2(directory: str | Path, length_unit: float = 1.0, energy_unit: fl
         "atom_energy": offsets,
     }
     return N2P2Potential(spec, desc, weights, source)
-
-
-# -- input.data ---------------------------------------------------------------------------
-
-def read_input_data(path: str | Path, length_unit: float = 1.0, energy_unit: float = 1.0
-                    ) -> list[Atoms]:
-    """Structures of an n2p2 input.data file, converted to eV and Angstrom. Reference
-    energy and forces (if present) are attached as a SinglePointCalculator."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise NNMDError(f"cannot read {path}: {exc.strerror}") from None
-    out: list[Atoms] = []
-    cur: dict | None = None
-    fconv = energy_unit / length_unit
-    for n, raw in enumerate(text.splitlines(), 1):
-        parts = raw.split()
-        if not parts:
-            continue
-        key = parts[0].lower()
-        if key == "begin":
-            if cur is not None:
-                raise NNMDError(f"{path}:{n}: 'begin' inside a structure")
-            cur = {"lattice": [], "pos": [], "sym": [], "frc": [], "energy": None, "comment": ""}
-            continue
-        if cur is None:
-            raise NNMDError(f"{path}:{n}: {parts[0]!r} outside begin/end")
-        try:
-            if key == "comment":
-                cur["comment"] = raw.split(None, 1)[1] if len(parts) > 1 else ""
-            elif key == "lattice":
-                cur["lattice"].append([float(x) for x in parts[1:4]])
-            elif key == "atom":
-                if len(parts) < 10:
-                    raise NNMDError(f"{path}:{n}: atom line needs x y z element charge energy "
-                                    "fx fy fz")
-                cur["pos"].append([float(x) for x in parts[1:4]])
-                cur["sym"].append(parts[4])
-                cur["frc"].append([float(x) for x in parts[7:10]])
-            elif key == "energy":
-                cur["energy"] = float(parts[1])
-            elif key == "charge":
-                pass
-            elif key == "end":
-                out.append(_make_atoms(cur, path, n, length_unit, energy_unit, fconv))
-                cur = None
-            else:
-                raise NNMDError(f"{path}:{n}: unknown line type {parts[0]!r}")
-        except (ValueError, IndexError):
-            raise NNMDError(f"{path}:{n}: malformed {key} line") from None
-    if cur is not None:
-        raise NNMDError(f"{path}: structure not closed by 'end'")
-    if not out:
-        raise NNMDError(f"{path}: no structures found")
-    return out
-
-
-def _make_atoms(cur: dict, path: Path, n: int, lu: float, eu: float, fconv: float) -> Atoms:
-    if len(cur["lattice"]) not in (0, 3):
-        raise NNMDError(f"{path}:{n}: a structure needs 0 or 3 lattice lines")
-    for s in cur["sym"]:
-        atomic_number(s)
-    pos = np.array(cur["pos"], dtype=np.float64).reshape(-1, 3) * lu
-    if not np.all(np.isfinite(pos)):
-        raise NNMDError(f"{path}:{n}: non-finite atomic positions")
-    periodic = len(cur["lattice"]) == 3
-    cell = np.array(cur["lattice"]) * lu if periodic else np.zeros((3, 3))
-    atoms = Atoms(symbols=cur["sym"], positions=pos, cell=cell, pbc=periodic)
-    atoms.info["comment"] = cur["comment"]
-    if cur["energy"] is not None:
-        forces = np.array(cur["frc"], dtype=np.float64).reshape(-1, 3) * fconv
-        atoms.calc = SinglePointCalculator(atoms, energy=cur["energy"] * eu, forces=forces)
-    return atoms
-
-
-def write_input_data(path: str | Path, structures: list[Atoms]) -> None:
-    """Write structures (eV, Angstrom) in n2p2's input.data format."""
-    lines = []
-    for atoms in structures:
-        lines.append("begin")
-        lines.append(f"comment {atoms.info.get('comment', '')}".rstrip())
-        if atoms.pbc.any():
-            for v in np.asarray(atoms.cell):
-                lines.append("lattice " + " ".join(f"{x:24.16E}" for x in v))
-        try:
-            energy = atoms.get_potential_energy()
-            forces = atoms.get_forces()
-        except Exception:  # no reference data
-            energy, forces = 0.0, np.zeros((len(atoms), 3))
-        for p, s, f in zip(atoms.positions, atoms.get_chemical_symbols(), forces, strict=True):
-            lines.append("atom " + " ".join(f"{x:24.16E}" for x in p) + f" {s:2s} "
-                         + f"{0.0:24.16E} {0.0:24.16E} " + " ".join(f"{x:24.16E}" for x in f))
-        lines.append(f"energy {energy:24.16E}")
-        lines.append(f"charge {0.0:24.16E}")
-        lines.append("end")
-    Path(path).write_text("\n".join(lines) + "\n")

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import NNMDError
-from .symmetry import DescriptorSpec, SymmetryFunction
+from ..errors import NNMDError
+from .neighbors import neighbor_pairs
+from .spec import ANGULAR_TYPES, DescriptorSpec, SymmetryFunction
 
 #: zeta values used for angular functions, in order of preference
 ZETAS = (1.0, 2.0, 4.0, 8.0)
@@ -64,8 +65,8 @@ def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
     if not 0.0 < g.r_min < g.cutoff:
         raise NNMDError(f"descriptors: r_min {g.r_min} must lie between 0 and the cutoff "
                         f"{g.cutoff}")
-    if g.angular_type not in (3, 9):
-        raise NNMDError("descriptors: angular_type must be 3 or 9")
+    if g.angular_type not in ANGULAR_TYPES:
+        raise NNMDError(f"descriptors: angular_type must be one of {ANGULAR_TYPES}")
     funcs: dict[str, list[SymmetryFunction]] = {}
     for c in elements:
         fs = []
@@ -127,8 +128,6 @@ def prune(spec: DescriptorSpec, G: list[torch.Tensor], max_correlation: float = 
 
 def min_distances(structures, elements: list[str], cutoff: float) -> float:
     """Shortest interatomic distance in the structures (Angstrom)."""
-    from .neighbors import neighbor_pairs
-
     best = math.inf
     for k in range(0, len(structures), 200):
         chunk = structures[k:k + 200]

@@ -1,6 +1,6 @@
 """Running LAMMPS decks from Python (used by the tests, benchmarks and the demo).
 
-Each run happens in a separate process, ``python -m nnmd_lammps.lammps_run``, under
+Each run happens in a separate process, ``python -m nnmd_lammps.interop.lammps``, under
 ``mpirun -np N`` when N > 1, through the ``lammps`` Python module (mpi4py is imported
 first, which makes MPICH's ``libmpi.so.12`` available). Rank 0 gathers results ordered
 by atom ID into an ``.npz`` file:
@@ -28,7 +28,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers
 
-from .errors import NNMDError
+from ..errors import NNMDError
 
 #: bar per eV/Angstrom^3 (LAMMPS metal units: nktv2p)
 NKTV2P_METAL = 1.6021765e6
@@ -161,7 +161,7 @@ def run_lammps(commands: Sequence[str], workdir: str | Path, nprocs: int = 1,
     if out.exists():
         out.unlink()
     deck.write_text(json.dumps(list(commands)))
-    cmd = [sys.executable, "-m", "nnmd_lammps.lammps_run", str(deck), str(out)]
+    cmd = [sys.executable, "-m", "nnmd_lammps.interop.lammps", str(deck), str(out)]
     if nprocs > 1:
         cmd = [venv_bin("mpirun"), "-np", str(nprocs), *cmd]
     run_env = dict(os.environ)
@@ -219,7 +219,7 @@ def _execute(deck: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m nnmd_lammps.lammps_run DECK.json OUT.npz", file=sys.stderr)
+        print("usage: python -m nnmd_lammps.interop.lammps DECK.json OUT.npz", file=sys.stderr)
         return 2
     _execute(Path(args[0]), Path(args[1]))
     return 0

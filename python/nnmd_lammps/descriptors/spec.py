@@ -1,4 +1,4 @@
-"""Symmetry-function parameters (the definitions are in docs/symmetry_functions.md).
+"""Symmetry-function parameters and their validation (docs/symmetry_functions.md).
 
 A :class:`SymmetryFunction` is one atom-centred function; a :class:`DescriptorSpec`
 is the ordered list of them for every element of a model. The order is the order of
@@ -14,7 +14,7 @@ from typing import Any
 
 from ase.data import atomic_numbers
 
-from .errors import NNMDError
+from ..errors import NNMDError
 
 RADIAL_TYPES = (2,)
 ANGULAR_TYPES = (3, 9)
@@ -22,6 +22,15 @@ SUPPORTED_TYPES = RADIAL_TYPES + ANGULAR_TYPES
 CUTOFF_TYPES = tuple(range(9))
 #: Cutoff types for which the inner-cutoff parameter alpha has an effect.
 CUTOFF_TYPES_WITH_ALPHA = (1, 4, 5, 6, 7, 8)
+
+
+def cutoff_problem(cutoff_type: int, alpha: float) -> str:
+    """What is wrong with a cutoff type and inner-cutoff parameter ('' if nothing)."""
+    if cutoff_type not in CUTOFF_TYPES:
+        return f"unsupported cutoff type {cutoff_type} (supported: 0-8)"
+    if not 0.0 <= alpha < 1.0:
+        return "cutoff alpha must satisfy 0 <= alpha < 1"
+    return ""
 
 
 def atomic_number(symbol: str) -> int:
@@ -63,6 +72,8 @@ class SymmetryFunction:
         return self.type in ANGULAR_TYPES
 
     def validate(self) -> None:
+        """The parameter rules (the one Python routine; the C++ one is ``nnmd::validate``
+        in lammps_plugin/kernels/, and a test holds both to the same table)."""
         where = f"symmetry function {self.describe()}"
         if self.type not in SUPPORTED_TYPES:
             raise NNMDError(f"{where}: unsupported type {self.type} (supported: 2, 3, 9)")
@@ -76,10 +87,9 @@ class SymmetryFunction:
             raise NNMDError(f"{where}: eta must be >= 0")
         if self.rc <= 0:
             raise NNMDError(f"{where}: rc must be > 0")
-        if self.cutoff_type not in CUTOFF_TYPES:
-            raise NNMDError(f"{where}: unsupported cutoff type {self.cutoff_type} (0-8)")
-        if not 0.0 <= self.cutoff_alpha < 1.0:
-            raise NNMDError(f"{where}: cutoff alpha must satisfy 0 <= alpha < 1")
+        problem = cutoff_problem(self.cutoff_type, self.cutoff_alpha)
+        if problem:
+            raise NNMDError(f"{where}: {problem}")
         if self.is_angular:
             if self.lambda_ not in (-1.0, 1.0):
                 raise NNMDError(f"{where}: lambda must be +1 or -1")

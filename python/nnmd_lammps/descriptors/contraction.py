@@ -1,0 +1,85 @@
+"""Forces and virial from dE/dG: the contraction J^T (dE/dG) (docs/symmetry_functions.md,
+section 6). The one Python implementation, used by prediction and by training (where it
+stays differentiable in the network weights); the C++ one is
+``DescriptorCalculator::contract`` in lammps_plugin/kernels/.
+
+For a pair (i, j) with displacement d_ij = r_j - r_i, v = sum_s (dE/dG_i,s) dG_i,s/dd_ij
+is the derivative of the energy with respect to d_ij; it pushes atom j by -v and atom i
+by +v, and adds W = -d_ij ⊗ v to the virial (LAMMPS convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class PairTerms(Protocol):
+    """Per model element e, the pairs centred on atoms of e (what
+    :class:`~nnmd_lammps.descriptors.calculator.DescriptorValues` and a training batch
+    hold): ``pair_row[e]`` the centre's row in G[e], ``pair_i[e]``/``pair_j[e]`` atom
+    indices, ``pair_d[e]`` (P_e, 3) displacements, ``dGdd[e]`` (P_e, S_e, 3)."""
+
+    pair_row: list[Tensor]
+    pair_i: list[Tensor]
+    pair_j: list[Tensor]
+    pair_d: list[Tensor]
+    dGdd: list[Tensor | None]
+
+
+@dataclass
+class Contraction:
+    """``forces`` (N, 3) eV/Angstrom; ``virial`` (R, 3, 3) eV, each pair's W added to the
+    row ``virial_rows`` gave it; ``atom_virial`` (N, 3, 3) eV, LAMMPS's per-atom virial
+    (half of each pair's W to i and half to j). Each is None unless asked for."""
+
+    forces: Tensor | None
+    virial: Tensor | None
+    atom_virial: Tensor | None
+
+
+def forces_and_virial(
+    pairs: PairTerms,
+    dEdG: Sequence[Tensor | None],
+    n_atoms: int,
+    *,
+    forces: bool = True,
+    virial_rows: Sequence[Tensor] | None = None,
+    n_virial_rows: int = 0,
+    atom_virial: bool = False,
+) -> Contraction:
+    """Contract ``dEdG[e]`` (n_e, S_e) with dG/dd of every pair.
+
+    ``virial_rows[e]`` (P_e,) says where each pair's virial goes (the centre atom for
+    per-atom sums, the structure for per-structure virials) among ``n_virial_rows`` rows;
+    without it no virial is formed. An element whose ``dEdG`` is None (no atoms) or that
+    has no pairs is skipped. Out-of-place index additions keep the result differentiable.
+    """
+    ref = pairs.pair_d[0]
+    opts = {"dtype": ref.dtype, "device": ref.device}
+    f = torch.zeros((n_atoms, 3), **opts) if forces else None
+    w = torch.zeros((n_virial_rows, 3, 3), **opts) if virial_rows is not None else None
+    w_atom = torch.zeros((n_atoms, 3, 3), **opts) if atom_virial else None
+    for e, grad in enumerate(dEdG):
+        dG = pairs.dGdd[e]
+        if dG is None:
+            raise ValueError("descriptors were computed without derivatives")
+        if grad is None or dG.shape[0] == 0:
+            continue
+        v = torch.einsum("ps,psk->pk", grad[pairs.pair_row[e]], dG)
+        if f is not None:
+            f = f.index_add(0, pairs.pair_j[e], -v).index_add(0, pairs.pair_i[e], v)
+        if w is None and w_atom is None:
+            continue
+        pair_w = -pairs.pair_d[e][:, :, None] * v[:, None, :]
+        if w is not None:
+            w = w.index_add(0, virial_rows[e], pair_w)
+        if w_atom is not None:
+            w_atom = w_atom.index_add(0, pairs.pair_i[e], 0.5 * pair_w)
+            w_atom = w_atom.index_add(0, pairs.pair_j[e], 0.5 * pair_w)
+    return Contraction(f, w, w_atom)
