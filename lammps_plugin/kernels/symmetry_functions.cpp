@@ -9,6 +9,8 @@
 
 #include "kernels/symmetry_functions.h"
 
+#include "kernels/limits.h"
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -114,20 +116,22 @@ DescriptorCalculator::DescriptorCalculator(const std::vector<SymmetryFunction> &
     if (g.vlam.size() > nv) {
       g.vnorm.push_back(std::pow(2.0, 1.0 - p.zeta));
       const double zr = std::round(p.zeta);
-      g.vzi.push_back((zr == p.zeta && zr <= 64.0) ? static_cast<int>(zr) : 0);
+      const bool integer = zr == p.zeta && zr <= limits::MAX_INTEGER_ZETA;
+      g.vzi.push_back(integer ? static_cast<int>(zr) : 0);
     }
     g.su.push_back(u);
     g.sv.push_back(v);
     g.out.push_back(s);
   }
   for (AngularGroup &g : angular_) {
-    work_.nmax = std::max({work_.nmax, g.ueta.size(), g.vlam.size()});
+    neighbor_work_.max_params =
+        std::max({neighbor_work_.max_params, g.ueta.size(), g.vlam.size()});
     g.kmax = 0;
     if (g.type != 9) continue;
     int k = 0;
     bool ok = true;
     for (std::size_t v = 0; v < g.vzi.size(); ++v) {
-      ok = ok && g.vzi[v] > 0 && g.vzi[v] <= 24;
+      ok = ok && g.vzi[v] > 0 && g.vzi[v] <= limits::MAX_MOMENT_ORDER;
       k = std::max(k, g.vzi[v]);
     }
     if (ok) g.kmax = k;
@@ -227,7 +231,7 @@ inline __attribute__((always_inline)) void cutoff_inline(double r, const CutoffP
       fx = 0.5 * (std::cos(PI * x) + 1.0);
       dfx = -0.5 * PI * std::sin(PI * x);
     } else if constexpr (CT == 4) {
-      const double xs = x < 0.999999 ? x : 0.999999;
+      const double xs = x < limits::EXP_CUTOFF_MAX_X ? x : limits::EXP_CUTOFF_MAX_X;
       const double den = 1.0 - xs * xs;
       fx = std::exp(1.0 - 1.0 / den);
       dfx = -2.0 * xs / (den * den) * fx;
@@ -288,108 +292,120 @@ void Cutoff::evaluate(const double *r, int n, double *f, double *df) const
 // neighbours of a group in list order (structure of arrays)
 
 void DescriptorCalculator::collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
-                         const std::vector<double> &eta, const std::vector<double> &rs) const
+                                   const std::vector<double> &eta,
+                                   const std::vector<double> &rs) const
 {
-  Work &w = work_;
+  NeighborWork &w = neighbor_work_;
   const double rc = fc.rc();
   const std::size_t n = nb.size();
-  if (w.cap < Work::padded(n) || w.lk.size() < w.cap) w.reserve(std::max<std::size_t>(n, 16));
+  if (w.capacity < NeighborWork::padded(n) || w.source.size() < w.capacity) {
+    w.reserve(std::max<std::size_t>(n, 16));
+    triplet_work_.reserve(w.capacity, w.max_params);
+  }
   int m = 0;
   for (int pass = 0; pass < (e2 >= 0 && e2 != e1 ? 2 : 1); ++pass) {
     const int want = pass == 0 ? e1 : e2;
     for (std::size_t k = 0; k < n; ++k) {
       if (nb.elem[k] != want || nb.r[k] >= rc) continue;
-      w.lk[m] = static_cast<int>(k);
-      w.lx[m] = nb.x[k];
-      w.ly[m] = nb.y[k];
-      w.lz[m] = nb.z[k];
-      w.lr[m] = nb.r[k];
+      w.source[m] = static_cast<int>(k);
+      w.dx[m] = nb.x[k];
+      w.dy[m] = nb.y[k];
+      w.dz[m] = nb.z[k];
+      w.r[m] = nb.r[k];
       ++m;
     }
-    if (pass == 0) w.n1 = m;
+    if (pass == 0) w.n_first = m;
   }
-  w.nl = m;
+  w.n_listed = m;
   // pad to a multiple of 4 with neighbours at r = rc (fc = 0, no contribution), so that
   // vector loops need no scalar remainder
   const int mp = (m + 3) & ~3;
   for (int q = m; q < mp; ++q) {
-    w.lk[q] = -1;
-    w.lx[q] = rc;
-    w.ly[q] = w.lz[q] = 0.0;
-    w.lr[q] = rc;
+    w.source[q] = -1;
+    w.dx[q] = rc;
+    w.dy[q] = w.dz[q] = 0.0;
+    w.r[q] = rc;
   }
-  w.nlp = mp;
-  fc.evaluate(w.lr.data(), mp, w.lf.data(), w.ldf.data());
-  const std::size_t cap = w.cap;
+  w.n_padded = mp;
+  fc.evaluate(w.r.data(), mp, w.fc.data(), w.dfc.data());
+  const std::size_t cap = w.capacity;
   for (std::size_t u = 0; u < eta.size(); ++u) {
-    double *le = &w.le[u * cap], *lxu = &w.lxu[u * cap];
+    double *gauss = &w.gauss[u * cap], *shift = &w.shift[u * cap];
     const double et = eta[u], r0 = rs[u];
-    const double *lr = w.lr.data();
+    const double *r = w.r.data();
 #pragma omp simd
     for (int q = 0; q < mp; ++q) {
-      const double x = lr[q] - r0;
-      lxu[q] = x;
-      le[q] = std::exp(-et * x * x);
+      const double x = r[q] - r0;
+      shift[q] = x;
+      gauss[q] = std::exp(-et * x * x);
     }
   }
 #pragma omp simd
-  for (int q = 0; q < mp; ++q) w.lri[q] = 1.0 / w.lr[q];
+  for (int q = 0; q < mp; ++q) w.inv_r[q] = 1.0 / w.r[q];
 }
 
-void DescriptorCalculator::Work::reserve(std::size_t n)
+void DescriptorCalculator::NeighborWork::reserve(std::size_t n)
 {
-  cap = std::max(cap, padded(n));
-  nmax = std::max<std::size_t>(nmax, 1);
-  for (auto *vec : {&lx, &ly, &lz, &lr, &lri, &lf, &ldf, &tcos, &tr3, &tF, &tdF1, &tdF2, &tdF3,
-                    &tcx, &tcy, &tcz, &tinv, &tqc, &vlx, &vly, &vlz, &tkx, &tky, &tkz})
-    vec->resize(cap);
-  lk.resize(cap);
-  tq.resize(cap);
-  for (auto *vec : {&le, &lxu, &tR, &tD1, &tD2, &tD3, &tW, &tpz, &tpz1})
-    vec->resize(cap * nmax);
+  capacity = std::max(capacity, padded(n));
+  max_params = std::max<std::size_t>(max_params, 1);
+  for (auto *vec : {&dx, &dy, &dz, &r, &inv_r, &fc, &dfc, &dE_dr, &grad_x, &grad_y, &grad_z})
+    vec->resize(capacity);
+  source.resize(capacity);
+  for (auto *vec : {&gauss, &shift}) vec->resize(capacity * max_params);
+}
+
+void DescriptorCalculator::TripletWork::reserve(std::size_t capacity, std::size_t max_params)
+{
+  for (auto *vec : {&cos_angle, &inv_rr, &r_jk, &jk_x, &jk_y, &jk_z, &fc_prod, &dfc_ij,
+                    &dfc_ik, &dfc_jk, &dE_dcos, &grad_k_x, &grad_k_y, &grad_k_z})
+    vec->resize(capacity);
+  partner.resize(capacity);
+  for (auto *vec : {&radial, &d_radial_ij, &d_radial_ik, &d_radial_jk, &dE_dradial, &pow_zeta,
+                    &pow_zeta_m1})
+    vec->resize(capacity * max_params);
 }
 
 // ---------------------------------------------------------------------------------------
 // radial functions (docs section 2)
 
 template <bool DERIV>
-void DescriptorCalculator::radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
-                        double *v) const
+void DescriptorCalculator::radial(const RadialGroup &g, const Neighbors &nb, double *G,
+                                  const double *c, double *v) const
 {
   collect(nb, g.e1, -1, g.fc, {}, {});
-  Work &w = work_;
-  const int m = w.nl, mp = w.nlp;
+  const NeighborWork &w = neighbor_work_;
+  const int m = w.n_listed, mp = w.n_padded;
   if (m == 0) return;
-  const double *lr = w.lr.data(), *lf = w.lf.data(), *ldf = w.ldf.data();
-  double *coef = w.tqc.data();
+  const double *r = w.r.data(), *fc = w.fc.data(), *dfc = w.dfc.data();
+  double *dE_dr = neighbor_work_.dE_dr.data();
   if (DERIV)
-    for (int q = 0; q < mp; ++q) coef[q] = 0.0;
+    for (int q = 0; q < mp; ++q) dE_dr[q] = 0.0;
   for (std::size_t s = 0; s < g.out.size(); ++s) {
     const double et = g.eta[s], r0 = g.rs[s];
     if (!DERIV) {
       double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
       for (int q = 0; q < mp; ++q) {
-        const double x = lr[q] - r0;
-        sum += std::exp(-et * x * x) * lf[q];
+        const double x = r[q] - r0;
+        sum += std::exp(-et * x * x) * fc[q];
       }
       G[g.out[s]] += sum;
     } else {
       const double cs = c[g.out[s]];
 #pragma omp simd
       for (int q = 0; q < mp; ++q) {
-        const double x = lr[q] - r0;
-        coef[q] += cs * (ldf[q] - 2.0 * et * x * lf[q]) * std::exp(-et * x * x);
+        const double x = r[q] - r0;
+        dE_dr[q] += cs * (dfc[q] - 2.0 * et * x * fc[q]) * std::exp(-et * x * x);
       }
     }
   }
   if (DERIV)
     for (int q = 0; q < m; ++q) {
-      const int k = w.lk[q];
-      const double cr = coef[q] * w.lri[q];
-      v[3 * k] += cr * w.lx[q];
-      v[3 * k + 1] += cr * w.ly[q];
-      v[3 * k + 2] += cr * w.lz[q];
+      const int k = w.source[q];
+      const double cr = dE_dr[q] * w.inv_r[q];
+      v[3 * k] += cr * w.dx[q];
+      v[3 * k + 1] += cr * w.dy[q];
+      v[3 * k + 2] += cr * w.dz[q];
     }
 }
 
@@ -402,7 +418,8 @@ bool DescriptorCalculator::use_moments(const AngularGroup &g) const
   //   direct  ~ triplets (29 + 0.82 n_functions) + 150 per first neighbour
   //   moments ~ neighbours x multi-indices (1.8 + 0.7 n_gaussians) + 2000
   // The cross-over lies near 20 neighbours.
-  const double n1 = work_.n1, n2 = work_.nl - work_.n1;
+  const double n1 = neighbor_work_.n_first;
+  const double n2 = neighbor_work_.n_listed - neighbor_work_.n_first;
   const double triplets = (g.e1 == g.e2) ? 0.5 * n1 * (n1 - 1.0) : n1 * n2;
   const double direct = triplets * (29.0 + 0.82 * g.out.size()) + 150.0 * n1;
   const double nalpha = table_.first[g.kmax + 1];
@@ -415,100 +432,103 @@ bool DescriptorCalculator::use_moments(const AngularGroup &g) const
 
 template <bool DERIV, bool NARROW, int CT>
 void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, const double *c,
-                                  double *v) const
+                                            double *v) const
 {
-  Work &w = work_;
+  const NeighborWork &w = neighbor_work_;
+  TripletWork &tw = triplet_work_;
   const std::size_t nu = g.ueta.size(), nv = g.vlam.size(), ns = g.out.size();
-  const std::size_t cap = w.cap;
-  const int n1 = w.n1, nl = w.nl;
+  const std::size_t cap = w.capacity;
+  const int n1 = w.n_first, nl = w.n_listed;
   const bool same = (g.e1 == g.e2);
   const CutoffParams cp = g.fc.params();    // a copy: no aliasing with the outputs
   const double rc2 = cp.rc * cp.rc;
-  const double *lx = w.lx.data(), *ly = w.ly.data(), *lz = w.lz.data(), *lri = w.lri.data();
-  const double *lf = w.lf.data(), *ldf = w.ldf.data();
-  double *tcos = w.tcos.data(), *tr3 = w.tr3.data(), *tF = w.tF.data(), *tinv = w.tinv.data();
-  double *tdF1 = w.tdF1.data(), *tdF2 = w.tdF2.data(), *tdF3 = w.tdF3.data();
-  double *tcx = w.tcx.data(), *tcy = w.tcy.data(), *tcz = w.tcz.data();
-  double *vlx = w.vlx.data(), *vly = w.vly.data(), *vlz = w.vlz.data();
+  const double *dx = w.dx.data(), *dy = w.dy.data(), *dz = w.dz.data();
+  const double *inv_r = w.inv_r.data(), *fc = w.fc.data(), *dfc = w.dfc.data();
+  double *cos_angle = tw.cos_angle.data(), *r_jk = tw.r_jk.data(), *inv_rr = tw.inv_rr.data();
+  double *fc_prod = tw.fc_prod.data();
+  double *dfc_ij = tw.dfc_ij.data(), *dfc_ik = tw.dfc_ik.data(), *dfc_jk = tw.dfc_jk.data();
+  double *jk_x = tw.jk_x.data(), *jk_y = tw.jk_y.data(), *jk_z = tw.jk_z.data();
+  double *grad_x = neighbor_work_.grad_x.data(), *grad_y = neighbor_work_.grad_y.data(),
+         *grad_z = neighbor_work_.grad_z.data();
   if (DERIV)
-    for (int q = 0; q < nl; ++q) vlx[q] = vly[q] = vlz[q] = 0.0;
+    for (int q = 0; q < nl; ++q) grad_x[q] = grad_y[q] = grad_z[q] = 0.0;
 
   for (int p = 0; p < n1; ++p) {
     const int qb = same ? p + 1 : n1, qe = same ? n1 : nl;
     const int np = qe - qb;
     if (np <= 0) continue;
-    const double ax = lx[p], ay = ly[p], az = lz[p], r1i = lri[p], f1 = lf[p], df1 = ldf[p];
+    const double ax = dx[p], ay = dy[p], az = dz[p], r1i = inv_r[p], f1 = fc[p], df1 = dfc[p];
     // partners k of j = p; for type 3 only those with r_jk < rc (about half of them)
     int nt = np;
-    int *tq = w.tq.data();
+    int *partner = tw.partner.data();
     if constexpr (NARROW) {
-      double *r3sq = w.tr3.data();
+      double *r_jk_sq = tw.r_jk.data();
 #pragma omp simd
       for (int t = 0; t < np; ++t) {
         const int q = qb + t;
-        const double cx = lx[q] - ax, cy = ly[q] - ay, cz = lz[q] - az;
-        r3sq[t] = cx * cx + cy * cy + cz * cz;
+        const double cx = dx[q] - ax, cy = dy[q] - ay, cz = dz[q] - az;
+        r_jk_sq[t] = cx * cx + cy * cy + cz * cz;
       }
       nt = 0;
       for (int t = 0; t < np; ++t) {    // branch-free compaction
-        tq[nt] = qb + t;
-        nt += r3sq[t] < rc2;
+        partner[nt] = qb + t;
+        nt += r_jk_sq[t] < rc2;
       }
     } else {
-      for (int t = 0; t < np; ++t) tq[t] = qb + t;
+      for (int t = 0; t < np; ++t) partner[t] = qb + t;
     }
     if (nt == 0) continue;
     const int ntv = (nt + 3) & ~3;    // padded: lanes t >= nt repeat a partner with F = 0
-    for (int t = nt; t < ntv; ++t) tq[t] = tq[0];
-    // geometry of the triplets (j = p, k = tq[t])
+    for (int t = nt; t < ntv; ++t) partner[t] = partner[0];
+    // geometry of the triplets (j = p, k = partner[t])
 #pragma omp simd
     for (int t = 0; t < ntv; ++t) {
-      const int q = tq[t];
+      const int q = partner[t];
       const double pad = t < nt ? 1.0 : 0.0;
-      const double bx = lx[q], by = ly[q], bz = lz[q];
-      const double inv12 = r1i * lri[q];
-      tinv[t] = inv12;
-      tcos[t] = (ax * bx + ay * by + az * bz) * inv12;
+      const double bx = dx[q], by = dy[q], bz = dz[q];
+      const double inv12 = r1i * inv_r[q];
+      inv_rr[t] = inv12;
+      cos_angle[t] = (ax * bx + ay * by + az * bz) * inv12;
       double f3 = 1.0, df3 = 0.0;
       if constexpr (NARROW) {
         const double cx = bx - ax, cy = by - ay, cz = bz - az;
         const double r3 = std::sqrt(cx * cx + cy * cy + cz * cz);
         cutoff_inline<CT>(r3, cp, f3, df3);
-        tr3[t] = r3;
-        tcx[t] = cx;
-        tcy[t] = cy;
-        tcz[t] = cz;
+        r_jk[t] = r3;
+        jk_x[t] = cx;
+        jk_y[t] = cy;
+        jk_z[t] = cz;
       }
-      const double f2 = lf[q] * pad;
-      tF[t] = f1 * f2 * f3;
+      const double f2 = fc[q] * pad;
+      fc_prod[t] = f1 * f2 * f3;
       if (DERIV) {
-        tdF1[t] = df1 * f2 * f3;
-        tdF2[t] = f1 * ldf[q] * pad * f3;
-        tdF3[t] = f1 * f2 * df3;
+        dfc_ij[t] = df1 * f2 * f3;
+        dfc_ik[t] = f1 * dfc[q] * pad * f3;
+        dfc_jk[t] = f1 * f2 * df3;
       }
     }
     // radial parts per distinct (eta, rs)
     for (std::size_t u = 0; u < nu; ++u) {
       const double et = g.ueta[u], r0 = g.urs[u], te = 2.0 * et;
-      const double ej = w.le[u * cap + p], x1 = w.lxu[u * cap + p];
-      const double *le = &w.le[u * cap], *lxu = &w.lxu[u * cap];
-      double *R = &w.tR[u * cap], *D1 = &w.tD1[u * cap], *D2 = &w.tD2[u * cap],
-             *D3 = &w.tD3[u * cap];
+      const double ej = w.gauss[u * cap + p], x1 = w.shift[u * cap + p];
+      const double *gauss = &w.gauss[u * cap], *shift = &w.shift[u * cap];
+      double *R = &tw.radial[u * cap], *D1 = &tw.d_radial_ij[u * cap],
+             *D2 = &tw.d_radial_ik[u * cap], *D3 = &tw.d_radial_jk[u * cap];
 #pragma omp simd
       for (int t = 0; t < ntv; ++t) {
-        const int q = tq[t];
-        double E = ej * le[q];
+        const int q = partner[t];
+        double E = ej * gauss[q];
         double x3 = 0.0;
         if constexpr (NARROW) {
-          x3 = tr3[t] - r0;
+          x3 = r_jk[t] - r0;
           E *= std::exp(-et * x3 * x3);
         }
-        const double F = tF[t];
+        const double F = fc_prod[t];
         R[t] = E * F;
         if (DERIV) {
-          D1[t] = E * (tdF1[t] - te * x1 * F);
-          D2[t] = E * (tdF2[t] - te * lxu[q] * F);
-          D3[t] = NARROW ? E * (tdF3[t] - te * x3 * F) : 0.0;
+          D1[t] = E * (dfc_ij[t] - te * x1 * F);
+          D2[t] = E * (dfc_ik[t] - te * shift[q] * F);
+          D3[t] = NARROW ? E * (dfc_jk[t] - te * x3 * F) : 0.0;
         }
       }
     }
@@ -516,13 +536,13 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
     for (std::size_t a = 0; a < nv; ++a) {
       const double lam = g.vlam[a], zm1 = g.vzeta[a] - 1.0;
       const int zi = g.vzi[a];
-      double *pz = &w.tpz[a * cap], *pz1 = &w.tpz1[a * cap];
+      double *pz = &tw.pow_zeta[a * cap], *pz1 = &tw.pow_zeta_m1[a * cap];
       if (zi > 0) {
         // P^(zeta-1) by binary exponentiation, each step a vectorised loop over triplets
         // (pz holds the running square P^(2^b) until the last loop)
 #pragma omp simd
         for (int t = 0; t < ntv; ++t) {
-          const double P = 1.0 + lam * tcos[t];
+          const double P = 1.0 + lam * cos_angle[t];
           pz[t] = P > 0.0 ? P : 0.0;
           pz1[t] = 1.0;
         }
@@ -538,14 +558,14 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
         }
 #pragma omp simd
         for (int t = 0; t < ntv; ++t) {    // P <= 0: the term and its derivatives vanish
-          const double P = 1.0 + lam * tcos[t];
+          const double P = 1.0 + lam * cos_angle[t];
           pz1[t] = P > 0.0 ? pz1[t] : 0.0;
           pz[t] = pz1[t] * (P > 0.0 ? P : 0.0);
         }
       } else {
 #pragma omp simd
         for (int t = 0; t < ntv; ++t) {
-          const double P = 1.0 + lam * tcos[t];
+          const double P = 1.0 + lam * cos_angle[t];
           const double y = P > 0.0 ? std::pow(P > 0.0 ? P : 1.0, zm1) : 0.0;
           pz1[t] = y;
           pz[t] = y * (P > 0.0 ? P : 0.0);
@@ -555,7 +575,7 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
     if (!DERIV) {
       for (std::size_t s = 0; s < ns; ++s) {
         const int a = g.sv[s], u = g.su[s];
-        const double *pz = &w.tpz[a * cap], *R = &w.tR[u * cap];
+        const double *pz = &tw.pow_zeta[a * cap], *R = &tw.radial[u * cap];
         double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
         for (int t = 0; t < ntv; ++t) sum += pz[t] * R[t];
@@ -564,10 +584,10 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
       continue;
     }
     // force pass: per triplet dE/dcos (qc) and dE/dR_u (W_u)
-    double *qc = w.tqc.data();
+    double *qc = tw.dE_dcos.data();
     for (int t = 0; t < ntv; ++t) qc[t] = 0.0;
     for (std::size_t u = 0; u < nu; ++u) {
-      double *W = &w.tW[u * cap];
+      double *W = &tw.dE_dradial[u * cap];
       for (int t = 0; t < ntv; ++t) W[t] = 0.0;
     }
     for (std::size_t s = 0; s < ns; ++s) {
@@ -575,8 +595,9 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
       const double cs = c[g.out[s]] * g.vnorm[a];
       if (cs == 0.0) continue;
       const double czl = cs * g.vzeta[a] * g.vlam[a];
-      const double *pz = &w.tpz[a * cap], *pz1 = &w.tpz1[a * cap], *R = &w.tR[u * cap];
-      double *W = &w.tW[u * cap];
+      const double *pz = &tw.pow_zeta[a * cap], *pz1 = &tw.pow_zeta_m1[a * cap],
+                   *R = &tw.radial[u * cap];
+      double *W = &tw.dE_dradial[u * cap];
 #pragma omp simd
       for (int t = 0; t < ntv; ++t) {
         qc[t] += czl * pz1[t] * R[t];
@@ -584,24 +605,24 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
       }
     }
     double vjx = 0.0, vjy = 0.0, vjz = 0.0;
-    double *kx = w.tkx.data(), *ky = w.tky.data(), *kz = w.tkz.data();
+    double *kx = tw.grad_k_x.data(), *ky = tw.grad_k_y.data(), *kz = tw.grad_k_z.data();
 #pragma omp simd reduction(+ : vjx, vjy, vjz)
     for (int t = 0; t < ntv; ++t) {
       double q1 = 0.0, q2 = 0.0, q3 = 0.0;
       for (std::size_t u = 0; u < nu; ++u) {
-        const double W = w.tW[u * cap + t];
-        q1 += W * w.tD1[u * cap + t];
-        q2 += W * w.tD2[u * cap + t];
-        if (NARROW) q3 += W * w.tD3[u * cap + t];
+        const double W = tw.dE_dradial[u * cap + t];
+        q1 += W * tw.d_radial_ij[u * cap + t];
+        q2 += W * tw.d_radial_ik[u * cap + t];
+        if (NARROW) q3 += W * tw.d_radial_jk[u * cap + t];
       }
-      const int q = tq[t];
-      const double r2i = lri[q];
-      const double ca = qc[t] * tinv[t], cb = qc[t] * tcos[t];
+      const int q = partner[t];
+      const double r2i = inv_r[q];
+      const double ca = qc[t] * inv_rr[t], cb = qc[t] * cos_angle[t];
       const double sa = (q1 - cb * r1i) * r1i, sb = (q2 - cb * r2i) * r2i;
-      const double s3 = NARROW ? q3 / tr3[t] : 0.0;
-      const double bx = lx[q], by = ly[q], bz = lz[q];
-      const double cx = NARROW ? tcx[t] : 0.0, cy = NARROW ? tcy[t] : 0.0,
-                   cz = NARROW ? tcz[t] : 0.0;
+      const double s3 = NARROW ? q3 / r_jk[t] : 0.0;
+      const double bx = dx[q], by = dy[q], bz = dz[q];
+      const double cx = NARROW ? jk_x[t] : 0.0, cy = NARROW ? jk_y[t] : 0.0,
+                   cz = NARROW ? jk_z[t] : 0.0;
       vjx += ca * bx + sa * ax - s3 * cx;
       vjy += ca * by + sa * ay - s3 * cy;
       vjz += ca * bz + sa * az - s3 * cz;
@@ -610,21 +631,21 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
       kz[t] = ca * az + sb * bz + s3 * cz;
     }
     for (int t = 0; t < nt; ++t) {    // to the second neighbours (distinct within a j)
-      const int q = tq[t];
-      vlx[q] += kx[t];
-      vly[q] += ky[t];
-      vlz[q] += kz[t];
+      const int q = partner[t];
+      grad_x[q] += kx[t];
+      grad_y[q] += ky[t];
+      grad_z[q] += kz[t];
     }
-    vlx[p] += vjx;
-    vly[p] += vjy;
-    vlz[p] += vjz;
+    grad_x[p] += vjx;
+    grad_y[p] += vjy;
+    grad_z[p] += vjz;
   }
   if (DERIV)
     for (int q = 0; q < nl; ++q) {
-      const int k = w.lk[q];
-      v[3 * k] += vlx[q];
-      v[3 * k + 1] += vly[q];
-      v[3 * k + 2] += vlz[q];
+      const int k = w.source[q];
+      v[3 * k] += grad_x[q];
+      v[3 * k + 1] += grad_y[q];
+      v[3 * k + 2] += grad_z[q];
     }
 }
 
@@ -663,31 +684,37 @@ void DescriptorCalculator::angular_direct(const AngularGroup &g, double *G, cons
 //   G_s = 2^(1-zeta) sum_m C(zeta, m) lambda^m T_u,m
 
 template <bool DERIV>
-void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, const double *c, double *v,
-                                 double *cache_out, const double *cache_in) const
+void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, const double *c,
+                                           double *v, double *cache_out,
+                                           const double *cache_in) const
 {
   const MomentTable &t = table_;
-  Work &wk = work_;
-  const std::size_t nu = g.ueta.size(), ns = g.out.size(), cap = wk.cap;
+  const NeighborWork &wk = neighbor_work_;
+  MomentWork &mw = moment_work_;
+  const std::size_t nu = g.ueta.size(), ns = g.out.size(), cap = wk.capacity;
   const int K = g.kmax;
   const int na = t.first[K + 1];
   const int nbeta = t.first[K];
   const bool same = (g.e1 == g.e2);
   const int sides = same ? 1 : 2;
-  const int nq = wk.nl;
-  // monomials n_q^alpha of every neighbour's unit vector, alpha-major: mono[i * cap + q]
-  grow(mono_, static_cast<std::size_t>(na) * cap);
-  grow(mom_, nu * 2 * na);
-  grow(tsum_, nu * (K + 1));
-  grow(dsq_, nu);
-  double *mono = mono_.data();
+  const int nq = wk.n_listed;
+  for (auto *vec : {&mw.unit_x, &mw.unit_y, &mw.unit_z, &mw.s0, &mw.s1, &mw.s2_x, &mw.s2_y,
+                    &mw.s2_z})
+    grow(*vec, cap);
+  grow(mw.monomials, static_cast<std::size_t>(na) * cap);
+  grow(mw.weights, nu * cap);
+  grow(mw.moments, nu * 2 * na);
+  grow(mw.pair_sums, nu * (K + 1));
+  grow(mw.weight_sq_sum, nu);
+  // monomials n_q^alpha of every neighbour's unit vector, alpha-major
+  double *mono = mw.monomials.data();
+  double *nx = mw.unit_x.data(), *ny = mw.unit_y.data(), *nz = mw.unit_z.data();
   {
-    double *nx = wk.tcx.data(), *ny = wk.tcy.data(), *nz = wk.tcz.data();
 #pragma omp simd
     for (int q = 0; q < nq; ++q) {
-      nx[q] = wk.lx[q] * wk.lri[q];
-      ny[q] = wk.ly[q] * wk.lri[q];
-      nz[q] = wk.lz[q] * wk.lri[q];
+      nx[q] = wk.dx[q] * wk.inv_r[q];
+      ny[q] = wk.dy[q] * wk.inv_r[q];
+      nz[q] = wk.dz[q] * wk.inv_r[q];
       mono[q] = 1.0;
     }
     const double *axis[3] = {nx, ny, nz};
@@ -700,26 +727,27 @@ void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, con
     }
   }
   // weights w_u(r_q) and moments M_u,side[alpha] = sum_q w_q n_q^alpha (or from the cache)
+  double *mom = mw.moments.data(), *dsq = mw.weight_sq_sum.data();
   const double *cin = cache_in ? cache_in + g.cache_offset : nullptr;
   const bool cached = cin && cin[0] == 1.0;
   for (std::size_t u = 0; u < nu; ++u) {
     if (cached) {
-      std::copy(cin + 1 + u * 2 * na, cin + 1 + (u + 1) * 2 * na, &mom_[u * 2 * na]);
-      dsq_[u] = cin[1 + nu * 2 * na + u];
+      std::copy(cin + 1 + u * 2 * na, cin + 1 + (u + 1) * 2 * na, &mom[u * 2 * na]);
+      dsq[u] = cin[1 + nu * 2 * na + u];
       continue;
     }
-    double *wq = &wk.tR[u * cap];
-    const double *le = &wk.le[u * cap];
+    double *wq = &mw.weights[u * cap];
+    const double *gauss = &wk.gauss[u * cap];
     double d2 = 0.0;
 #pragma omp simd reduction(+ : d2)
     for (int q = 0; q < nq; ++q) {
-      wq[q] = le[q] * wk.lf[q];
+      wq[q] = gauss[q] * wk.fc[q];
       d2 += wq[q] * wq[q];
     }
-    dsq_[u] = d2;
+    dsq[u] = d2;
     for (int side = 0; side < sides; ++side) {
-      const int qb = side == 0 ? 0 : wk.n1, qe = (side == 0 && !same) ? wk.n1 : nq;
-      double *M = &mom_[(u * 2 + side) * na];
+      const int qb = side == 0 ? 0 : wk.n_first, qe = (side == 0 && !same) ? wk.n_first : nq;
+      double *M = &mom[(u * 2 + side) * na];
       for (int i = 0; i < na; ++i) {
         const double *mi = mono + static_cast<std::size_t>(i) * cap;
         double sum = 0.0;
@@ -733,18 +761,19 @@ void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, con
     double *co = cache_out + g.cache_offset;
     co[0] = 1.0;
     for (std::size_t u = 0; u < nu; ++u) {
-      std::copy(&mom_[u * 2 * na], &mom_[(u + 1) * 2 * na], co + 1 + u * 2 * na);
-      co[1 + nu * 2 * na + u] = dsq_[u];
+      std::copy(&mom[u * 2 * na], &mom[(u + 1) * 2 * na], co + 1 + u * 2 * na);
+      co[1 + nu * 2 * na + u] = dsq[u];
     }
   }
   // pair sums T_u,m
+  double *tsum = mw.pair_sums.data();
   for (std::size_t u = 0; u < nu; ++u) {
-    const double *M1 = &mom_[(u * 2) * na];
-    const double *M2 = same ? M1 : &mom_[(u * 2 + 1) * na];
+    const double *M1 = &mom[(u * 2) * na];
+    const double *M2 = same ? M1 : &mom[(u * 2 + 1) * na];
     for (int m = 0; m <= K; ++m) {
       double sum = 0.0;
       for (int i = t.first[m]; i < t.first[m + 1]; ++i) sum += t.mult[i] * M1[i] * M2[i];
-      tsum_[u * (K + 1) + m] = same ? 0.5 * (sum - dsq_[u]) : sum;
+      tsum[u * (K + 1) + m] = same ? 0.5 * (sum - dsq[u]) : sum;
     }
   }
   if (!DERIV) {
@@ -752,19 +781,20 @@ void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, con
       const int a = g.sv[s], u = g.su[s], z = g.vzi[a];
       const double lam = g.vlam[a];
       double sum = 0.0, lm = 1.0;
-      for (int m = 0; m <= z; ++m, lm *= lam) sum += binom_[z][m] * lm * tsum_[u * (K + 1) + m];
+      for (int m = 0; m <= z; ++m, lm *= lam) sum += binom_[z][m] * lm * tsum[u * (K + 1) + m];
       G[g.out[s]] += g.vnorm[a] * sum;
     }
     return;
   }
   // adjoints: g_u,m = sum_s c_s 2^(1-zeta) C(zeta, m) lambda^m
-  grow(gsum_, nu * (K + 1));
-  std::fill(gsum_.begin(), gsum_.begin() + nu * (K + 1), 0.0);
+  grow(mw.adjoints, nu * (K + 1));
+  double *gsum = mw.adjoints.data();
+  std::fill(gsum, gsum + nu * (K + 1), 0.0);
   for (std::size_t s = 0; s < ns; ++s) {
     const int a = g.sv[s], u = g.su[s], z = g.vzi[a];
     const double lam = g.vlam[a], cs = c[g.out[s]] * g.vnorm[a];
     double lm = 1.0;
-    for (int m = 0; m <= z; ++m, lm *= lam) gsum_[u * (K + 1) + m] += cs * binom_[z][m] * lm;
+    for (int m = 0; m <= z; ++m, lm *= lam) gsum[u * (K + 1) + m] += cs * binom_[z][m] * lm;
   }
   // B[alpha] = dE/dM_u,side[alpha] = g_u,|alpha| mult[alpha] M_u,other[alpha] (for e1 = e2
   // the factor 2 of d(M^2) cancels the 1/2 of the j < k sum). For each neighbour q:
@@ -773,21 +803,22 @@ void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, con
   //   dE/dd_q = (dw S0 - w S1 / r) n + (w / r) S2   (+ the diagonal term for e1 = e2)
   // accumulated as axpy's over the neighbours (vectorised along q).
   // coefficient vectors per (u, side): B, B1 = |alpha| B (length na), Bx, By, Bz (nbeta)
-  grow(adj_, 2 * static_cast<std::size_t>(na) + 3 * nbeta);
-  double *B = adj_.data(), *B1 = B + na, *Bx = B1 + na, *By = Bx + nbeta, *Bz = By + nbeta;
-  double *s0 = wk.tD1.data(), *s1 = wk.tD2.data(), *s2x = wk.tD3.data(), *s2y = wk.tW.data(),
-         *s2z = wk.tqc.data();
-  double *vx = wk.vlx.data(), *vy = wk.vly.data(), *vz = wk.vlz.data();
+  grow(mw.coefs, 2 * static_cast<std::size_t>(na) + 3 * nbeta);
+  double *B = mw.coefs.data(), *B1 = B + na, *Bx = B1 + na, *By = Bx + nbeta, *Bz = By + nbeta;
+  double *s0 = mw.s0.data(), *s1 = mw.s1.data(), *s2x = mw.s2_x.data(), *s2y = mw.s2_y.data(),
+         *s2z = mw.s2_z.data();
+  double *vx = neighbor_work_.grad_x.data(), *vy = neighbor_work_.grad_y.data(),
+         *vz = neighbor_work_.grad_z.data();
   for (int q = 0; q < nq; ++q) vx[q] = vy[q] = vz[q] = 0.0;
   constexpr int BW = 8;    // neighbours per register block (cap is a multiple of BW)
   for (std::size_t u = 0; u < nu; ++u) {
     double gdiag = 0.0;
-    for (int m = 0; m <= K; ++m) gdiag += gsum_[u * (K + 1) + m];
+    for (int m = 0; m <= K; ++m) gdiag += gsum[u * (K + 1) + m];
     for (int side = 0; side < sides; ++side) {
-      const int qb = side == 0 ? 0 : wk.n1, qe = (side == 0 && !same) ? wk.n1 : nq;
-      const double *Mo = &mom_[(u * 2 + (same ? 0 : 1 - side)) * na];
+      const int qb = side == 0 ? 0 : wk.n_first, qe = (side == 0 && !same) ? wk.n_first : nq;
+      const double *Mo = &mom[(u * 2 + (same ? 0 : 1 - side)) * na];
       for (int m = 0; m <= K; ++m) {
-        const double gm = gsum_[u * (K + 1) + m];
+        const double gm = gsum[u * (K + 1) + m];
         for (int i = t.first[m]; i < t.first[m + 1]; ++i) {
           B[i] = gm * t.mult[i] * Mo[i];
           B1[i] = m * B[i];
@@ -832,13 +863,12 @@ void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, con
         }
       }
       const double te = 2.0 * g.ueta[u];
-      const double *le = &wk.le[u * cap], *lxu = &wk.lxu[u * cap];
-      const double *nx = wk.tcx.data(), *ny = wk.tcy.data(), *nz = wk.tcz.data();
+      const double *gauss = &wk.gauss[u * cap], *shift = &wk.shift[u * cap];
 #pragma omp simd
       for (int q = qb; q < qe; ++q) {
-        const double e = le[q], f = wk.lf[q], rinv = wk.lri[q];
+        const double e = gauss[q], f = wk.fc[q], rinv = wk.inv_r[q];
         const double w = e * f;
-        const double dw = e * (wk.ldf[q] - te * lxu[q] * f);
+        const double dw = e * (wk.dfc[q] - te * shift[q] * f);
         double radial = dw * s0[q] - w * rinv * s1[q];
         if (same) radial -= gdiag * w * dw;    // d/dd of -(1/2) g sum_q w_q^2
         const double tang = w * rinv;
@@ -849,7 +879,7 @@ void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, con
     }
   }
   for (int q = 0; q < nq; ++q) {
-    const int k = wk.lk[q];
+    const int k = wk.source[q];
     v[3 * k] += vx[q];
     v[3 * k + 1] += vy[q];
     v[3 * k + 2] += vz[q];
@@ -866,7 +896,7 @@ void DescriptorCalculator::compute(const Neighbors &nb, double *G, double *cache
   for (const AngularGroup &g : angular_) {
     if (cache && g.kmax > 0) cache[g.cache_offset] = 0.0;
     collect(nb, g.e1, g.e2, g.fc, g.ueta, g.urs);
-    if (work_.nl < 2) continue;
+    if (neighbor_work_.n_listed < 2) continue;
     if (use_moments(g))
       angular_moments<false>(g, G, nullptr, nullptr, cache, nullptr);
     else
@@ -881,7 +911,7 @@ void DescriptorCalculator::contract(const Neighbors &nb, const double *c, double
   for (const RadialGroup &g : radial_) radial<true>(g, nb, nullptr, c, v);
   for (const AngularGroup &g : angular_) {
     collect(nb, g.e1, g.e2, g.fc, g.ueta, g.urs);
-    if (work_.nl < 2) continue;
+    if (neighbor_work_.n_listed < 2) continue;
     if (use_moments(g))
       angular_moments<true>(g, nullptr, c, v, nullptr, cache);
     else

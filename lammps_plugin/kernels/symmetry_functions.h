@@ -4,8 +4,8 @@
    implementation (python/nnmd_lammps/descriptors/) follows the same document and the
    test suite compares both.
 
-   Usage: build one DescriptorCalculator per central element from its symmetry functions (in
-   network-input order), fill a Neighbors object with the displacement vectors
+   Usage: build one DescriptorCalculator per central element from its symmetry functions
+   (in network-input order), fill a Neighbors object with the displacement vectors
    d_ij = r_j - r_i of the central atom's neighbours (any order, r_ij > 0), then
      compute(nb, G)             G[s]                       (s = 0 .. size()-1)
      contract(nb, c, v)         v[3k+a] = sum_s c[s] dG_s/dd_k,a  (force pass, c = dE/dG)
@@ -14,10 +14,10 @@
    Functions sharing type, neighbour elements and cutoff form a group; within a group the
    cutoff values, the Gaussians of each distinct (eta, rs) and the powers of each distinct
    (lambda, zeta) are computed once per pair or triplet. Type-9 groups with integer zeta
-   can also be evaluated in linear time from per-neighbour moment tensors (docs section
-   3); Method::Auto picks the cheaper evaluation for each atom from its neighbour count.
-   No heap allocation happens once the workspace has grown to the largest neighbour
-   count seen. Not thread-safe (one DescriptorCalculator per thread). */
+   (up to limits::MAX_MOMENT_ORDER, limits.h) can also be evaluated in linear time from
+   per-neighbour moment tensors (docs section 3); Method::Auto picks the cheaper
+   evaluation for each atom from its neighbour count. No heap allocation happens once the
+   workspaces have grown to the largest neighbour count seen. Not thread-safe (one DescriptorCalculator per thread). */
 
 #ifndef NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
 #define NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
@@ -140,22 +140,70 @@ class DescriptorCalculator {
     std::vector<int> first;                 // first index of degree m (size K + 2)
   };
 
-  // Workspace: the neighbours of the current group in list order (structure of arrays),
-  // per-triplet temporaries of one first neighbour, per-neighbour force accumulators.
-  struct Work {
-    std::size_t cap = 0, nmax = 1;
-    int n1 = 0, nl = 0;    // neighbours of the first element, of both
-    int nlp = 0;           // nl rounded up to a multiple of 4 (padding at r = rc)
-    std::vector<int> lk, tq;
-    std::vector<double> lx, ly, lz, lr, lri, lf, ldf;
-    std::vector<double> le, lxu;    // [u * cap + q]
-    std::vector<double> tcos, tr3, tF, tdF1, tdF2, tdF3, tcx, tcy, tcz, tinv, tqc;
-    std::vector<double> tR, tD1, tD2, tD3, tW, tpz, tpz1;    // [u or v * cap + t]
-    std::vector<double> vlx, vly, vlz, tkx, tky, tkz;
+  // Workspaces, grown to the largest neighbour count seen and never shrunk. Indices: q a
+  // listed neighbour of the group being evaluated, t a triplet (i, j, k) of one first
+  // neighbour j, u a distinct (eta, rs) of the group, v a distinct (lambda, zeta);
+  // "[u * capacity + q]" is the layout of arrays with two indices.
+
+  // The group's neighbours in list order (structure of arrays), filled by collect() and
+  // read by all evaluation paths, and the per-neighbour force accumulators.
+  struct NeighborWork {
+    std::size_t capacity = 0;      // entries per neighbour or triplet array: padded(n)
+    std::size_t max_params = 1;    // most distinct (eta, rs) or (lambda, zeta) in a group
+    int n_first = 0;     // listed neighbours of the group's first element (listed first)
+    int n_listed = 0;    // listed neighbours of both elements (r < rc)
+    int n_padded = 0;    // n_listed rounded up to a multiple of 4 (padding at r = rc)
+    std::vector<int> source;            // index k in Neighbors of neighbour q (-1: padding)
+    std::vector<double> dx, dy, dz;     // displacement d_q = r_k - r_i
+    std::vector<double> r, inv_r;       // distance r_q and 1 / r_q
+    std::vector<double> fc, dfc;        // cutoff function fc(r_q) and dfc/dr
+    std::vector<double> gauss;          // exp(-eta_u (r_q - rs_u)^2)   [u * capacity + q]
+    std::vector<double> shift;          // r_q - rs_u                   [u * capacity + q]
+    std::vector<double> dE_dr;          // radial force pass: sum_s c_s dG_s/dr_q
+    std::vector<double> grad_x, grad_y, grad_z;    // angular force passes: dE/dd_q
     void reserve(std::size_t n);
     // capacity for n neighbours: blocks of 8 starting anywhere below n may read up to 7
     // entries past the end
     static std::size_t padded(std::size_t n) { return (n + 7) / 8 * 8 + 8; }
+  };
+
+  // The triplets (i, j, k) of one first neighbour j in the direct angular evaluation
+  // (angular_direct_t), vectorised over the second neighbours k.
+  struct TripletWork {
+    std::vector<int> partner;            // listed index q of the second neighbour k
+    std::vector<double> cos_angle;       // cos theta_jik = d_j . d_k / (r_ij r_ik)
+    std::vector<double> inv_rr;          // 1 / (r_ij r_ik)
+    std::vector<double> r_jk;            // type 3: |d_k - d_j| (its square while compacting)
+    std::vector<double> jk_x, jk_y, jk_z;    // type 3: d_k - d_j
+    std::vector<double> fc_prod;         // fc(r_ij) fc(r_ik) [fc(r_jk)]; 0 in padding lanes
+    std::vector<double> dfc_ij, dfc_ik, dfc_jk;    // fc_prod with dfc/dr for one factor
+    std::vector<double> radial;          // R_u = Gaussians x fc_prod   [u * capacity + t]
+    std::vector<double> d_radial_ij;     // dR_u/dr_ij                  [u * capacity + t]
+    std::vector<double> d_radial_ik;     // dR_u/dr_ik                  [u * capacity + t]
+    std::vector<double> d_radial_jk;     // type 3: dR_u/dr_jk          [u * capacity + t]
+    std::vector<double> dE_dradial;      // sum_s c_s 2^(1-zeta) P^zeta [u * capacity + t]
+    std::vector<double> pow_zeta;        // P^zeta, P = max(1 + lambda cos, 0)   [v * cap + t]
+    std::vector<double> pow_zeta_m1;     // P^(zeta - 1)                         [v * cap + t]
+    std::vector<double> dE_dcos;         // sum_s c_s 2^(1-zeta) zeta lambda P^(zeta-1) R_u
+    std::vector<double> grad_k_x, grad_k_y, grad_k_z;    // dE/dd_k of the second neighbour
+    void reserve(std::size_t capacity, std::size_t max_params);
+  };
+
+  // Type 9 from moment tensors (angular_moments); grown per group.
+  struct MomentWork {
+    std::vector<double> unit_x, unit_y, unit_z;    // unit vector n_q = d_q / r_q
+    std::vector<double> monomials;    // n_q^alpha                  [alpha * capacity + q]
+    std::vector<double> weights;      // w_u = exp(-eta_u (r_q - rs_u)^2) fc(r_q)  [u * cap + q]
+    std::vector<double> moments;      // M_u,side[alpha] = sum_q w_u n_q^alpha
+                                      //                   [(2 u + side) * n_alpha + alpha]
+    std::vector<double> weight_sq_sum;    // sum_q w_u^2            [u]
+    std::vector<double> pair_sums;    // T_u,m                      [u * (K + 1) + m]
+    std::vector<double> adjoints;     // g_u,m = dE/dT_u,m          [u * (K + 1) + m]
+    std::vector<double> coefs;        // B, |alpha| B (n_alpha each), then (beta_i + 1)
+                                      // B[beta + e_i] for i = x, y, z (n_beta each)
+    std::vector<double> s0;           // sum_alpha B n_q^alpha
+    std::vector<double> s1;           // sum_alpha |alpha| B n_q^alpha
+    std::vector<double> s2_x, s2_y, s2_z;    // sum_alpha alpha_i B n_q^(alpha - e_i)
   };
 
   void collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
@@ -181,9 +229,9 @@ class DescriptorCalculator {
   std::vector<AngularGroup> angular_;
   MomentTable table_;
   std::vector<std::vector<double>> binom_;    // binomial coefficients C(n, m)
-  // workspace
-  mutable Work work_;
-  mutable std::vector<double> mono_, mom_, adj_, tsum_, gsum_, dsq_;
+  mutable NeighborWork neighbor_work_;    // workspaces (see above)
+  mutable TripletWork triplet_work_;
+  mutable MomentWork moment_work_;
 };
 
 }    // namespace nnmd

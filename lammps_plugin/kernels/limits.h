@@ -1,0 +1,25 @@
+/* nnmd-lammps: numerical limits of the symmetry-function kernels.
+
+   The Python package uses the same names and values (nnmd_lammps.descriptors.limits);
+   docs/symmetry_functions.md explains them. Changing a value changes results. */
+
+#ifndef NNMD_KERNELS_LIMITS_H
+#define NNMD_KERNELS_LIMITS_H
+
+namespace nnmd::limits {
+
+// Integer zeta up to this value is evaluated with integer powers (repeated squaring)
+// instead of pow(); larger or non-integer zeta uses pow().
+constexpr int MAX_INTEGER_ZETA = 64;
+
+// Largest integer zeta for which type 9 can be evaluated in linear time from moment
+// tensors (the number of tensor components grows as zeta^3 / 6).
+constexpr int MAX_MOMENT_ORDER = 24;
+
+// Cutoff type 4, fc = exp(1 - 1 / (1 - x^2)): x is clamped below 1 so that 1 / (1 - x^2)
+// stays finite. fc has underflowed to exactly 0 long before, so results do not change.
+constexpr double EXP_CUTOFF_MAX_X = 0.999999;
+
+}    // namespace nnmd::limits
+
+#endif
