@@ -1,23 +1,31 @@
 """The C++ symmetry-function kernels on their own (through the build's nnmd_sf_eval
 driver): against the Python implementation, against finite differences of themselves,
-and the force contraction against the full Jacobian."""
+and the force contraction against the full Jacobian; the parameter validation and the
+named limits of both languages against each other.
+
+NNMD_SF_EVAL=path/to/nnmd_sf_eval selects another build of the driver (e.g. the
+sanitizer build, cmake -DNNMD_SANITIZE=ON)."""
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
 
-from nnmd_lammps.descriptors import DescriptorCalculator
-from nnmd_lammps.potential import make_batch
-from nnmd_lammps.symmetry import DescriptorSpec
+from nnmd_lammps.descriptors import DescriptorCalculator, DescriptorSpec, SymmetryFunction
+from nnmd_lammps.errors import NNMDError
+from nnmd_lammps.model import make_batch
 
 from conftest import REPO, mixed_functions
 
-DRIVER = REPO / "build" / "nnmd_sf_eval"
+DRIVER = Path(os.environ.get("NNMD_SF_EVAL", REPO / "build" / "nnmd_sf_eval")).resolve()
 ELEMENTS = ["H", "C", "O"]
 
 
@@ -116,6 +124,77 @@ def test_kernel_derivatives_match_finite_differences():
             np.testing.assert_allclose(jac[:, k, a], fd, rtol=1e-6, atol=1e-8)
 
 
+# One symmetry function as the driver reads it (elements H C O as indices 0 1 2) and as
+# Python's SymmetryFunction; the cases change one parameter of a valid function.
+RADIAL = dict(type=2, e1=0, e2=-1, eta=0.1, rs=0.5, rc=4.0, lambda_=0.0, zeta=0.0,
+              cutoff_type=1, cutoff_alpha=0.0)
+ANGULAR = dict(type=3, e1=0, e2=1, eta=0.1, rs=0.0, rc=4.0, lambda_=1.0, zeta=2.0,
+               cutoff_type=1, cutoff_alpha=0.0)
+INVALID = {
+    "type 4": dict(ANGULAR, type=4),
+    # Python names neighbours by element; an angular function with one of them is the
+    # counterpart of a second neighbour index out of range
+    "neighbour index out of range": dict(ANGULAR, e2=-1),
+    "rc = 0": dict(RADIAL, rc=0.0),
+    "rc inf": dict(RADIAL, rc=math.inf),
+    "eta < 0": dict(RADIAL, eta=-0.1),
+    "eta nan": dict(ANGULAR, eta=math.nan),
+    "rs nan": dict(RADIAL, rs=math.nan),
+    "cutoff type 9": dict(RADIAL, cutoff_type=9),
+    "alpha = 1": dict(RADIAL, cutoff_type=6, cutoff_alpha=1.0),
+    "alpha < 0": dict(ANGULAR, cutoff_alpha=-0.1),
+    "lambda 0.5": dict(ANGULAR, lambda_=0.5),
+    "zeta 0.5": dict(ANGULAR, type=9, zeta=0.5),
+}
+VALID = {
+    "radial": RADIAL,
+    "wide angular": dict(ANGULAR, type=9, e1=2, e2=2, lambda_=-1.0, zeta=3.5, cutoff_type=4,
+                         cutoff_alpha=0.2),
+}
+
+
+def _driver_accepts(p: dict) -> bool:
+    line = " ".join(repr(p[k]) for k in ("type", "e1", "e2", "eta", "rs", "rc", "lambda_",
+                                          "zeta", "cutoff_type", "cutoff_alpha"))
+    proc = subprocess.run([str(DRIVER)], input=f"{len(ELEMENTS)} 1\n{line}\n0\njacobian\n",
+                          capture_output=True, text=True)
+    assert proc.returncode in (0, 2), proc.stderr  # not a crash
+    return proc.returncode == 0
+
+
+def _python_accepts(p: dict) -> bool:
+    neighbors = tuple(ELEMENTS[e] for e in (p["e1"], p["e2"]) if e >= 0)
+    sf = SymmetryFunction(p["type"], "H", neighbors, p["eta"], p["rc"], p["rs"], p["lambda_"],
+                          p["zeta"], p["cutoff_type"], p["cutoff_alpha"])
+    try:
+        sf.validate()
+    except NNMDError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("case", sorted(INVALID) + sorted(VALID))
+def test_parameter_validation_agrees(case):
+    """C++ validate() (through the driver) and Python SymmetryFunction.validate() accept
+    and reject the same parameters."""
+    p = INVALID.get(case) or VALID[case]
+    expect = case in VALID
+    assert _driver_accepts(p) is expect
+    assert _python_accepts(p) is expect
+
+
+def test_limits_agree_with_python():
+    """kernels/limits.h and the Python limits module define the same names and values."""
+    from nnmd_lammps.descriptors import limits
+
+    header = (REPO / "lammps_plugin" / "kernels" / "limits.h").read_text()
+    cpp = {name: float(value) for name, value in
+           re.findall(r"constexpr\s+(?:int|double)\s+(\w+)\s*=\s*([-+0-9.eE]+)\s*;", header)}
+    assert set(cpp) >= {"MAX_INTEGER_ZETA", "MAX_MOMENT_ORDER", "EXP_CUTOFF_MAX_X"}
+    for name, value in cpp.items():
+        assert getattr(limits, name) == value, name
+
+
 def test_driver_rejects_bad_parameters():
     proc = subprocess.run([str(DRIVER)], input="1 1\n3 0 0 0.1 0 4.0 0.5 1 1 0\n0\njacobian\n",
                           capture_output=True, text=True)
@@ -130,7 +209,7 @@ def test_linear_scaling_type9_equals_direct_sum(ctype):
     from ase.build import bulk
     from ase.neighborlist import neighbor_list
 
-    from nnmd_lammps.symmetry import SymmetryFunction
+    from nnmd_lammps.descriptors import SymmetryFunction
 
     fns = {e: [] for e in ELEMENTS}
     for c in ELEMENTS:

@@ -9,6 +9,8 @@
      mode: "jacobian" | "contract" followed by n_functions values of dE/dG |
            "time" followed by a repetition count; any mode may end in "-direct" or
            "-moments" to force the evaluation of type-9 groups
+   Numbers are read with strtod, so nan and inf are accepted (and then rejected by
+   validate(), which is what the tests check); exit status 2 for invalid input.
    Output: the G values (one line), then the Jacobian dG[s][k][a] (one line per s) or the
    contracted vectors v[k][a] (one line), with 17 significant digits; "time" prints the
    seconds per compute + contract. */
@@ -18,21 +20,48 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
 
+namespace {
+// one whitespace-separated token as a number (the whole token; strtod accepts nan, inf)
+bool read(double &x)
+{
+  std::string token;
+  if (!(std::cin >> token)) return false;
+  char *end = nullptr;
+  x = std::strtod(token.c_str(), &end);
+  return end != token.c_str() && *end == '\0';
+}
+
+bool read(int &x)
+{
+  std::string token;
+  if (!(std::cin >> token)) return false;
+  char *end = nullptr;
+  const long v = std::strtol(token.c_str(), &end, 10);
+  x = static_cast<int>(v);
+  return end != token.c_str() && *end == '\0' && v == x;
+}
+}    // namespace
+
 int main()
 {
   int nel = 0, nsf = 0;
-  if (!(std::cin >> nel >> nsf)) {
+  if (!read(nel) || !read(nsf) || nel < 1 || nsf < 0) {
     std::cerr << "sf_eval: expected n_elements n_functions\n";
     return 2;
   }
   std::vector<nnmd::SymmetryFunction> sfs(nsf);
   for (auto &p : sfs) {
-    std::cin >> p.type >> p.e1 >> p.e2 >> p.eta >> p.rs >> p.rc >> p.lambda >> p.zeta >>
-        p.cutoff_type >> p.cutoff_alpha;
+    if (!(read(p.type) && read(p.e1) && read(p.e2) && read(p.eta) && read(p.rs) &&
+          read(p.rc) && read(p.lambda) && read(p.zeta) && read(p.cutoff_type) &&
+          read(p.cutoff_alpha))) {
+      std::cerr << "sf_eval: malformed symmetry-function line\n";
+      return 2;
+    }
     const std::string problem = nnmd::validate(p, nel);
     if (!problem.empty()) {
       std::cerr << "sf_eval: " << problem << "\n";
@@ -40,12 +69,18 @@ int main()
     }
   }
   int n = 0;
-  std::cin >> n;
+  if (!read(n) || n < 0) {
+    std::cerr << "sf_eval: expected n_neighbours\n";
+    return 2;
+  }
   nnmd::Neighbors nb;
   for (int k = 0; k < n; ++k) {
     double x, y, z;
     int e;
-    std::cin >> x >> y >> z >> e;
+    if (!(read(x) && read(y) && read(z) && read(e)) || e < 0 || e >= nel) {
+      std::cerr << "sf_eval: malformed neighbour line\n";
+      return 2;
+    }
     nb.push(x, y, z, std::sqrt(x * x + y * y + z * z), e);
   }
   std::string mode;
@@ -67,7 +102,10 @@ int main()
   std::vector<double> G(nsf);
   if (mode == "time") {
     int reps = 1;
-    std::cin >> reps;
+    if (!read(reps) || reps < 1) {
+      std::cerr << "sf_eval: time needs a repetition count >= 1\n";
+      return 2;
+    }
     std::vector<double> c(nsf, 0.1), v(3 * static_cast<std::size_t>(n));
     const auto t0 = std::chrono::steady_clock::now();
     for (int r = 0; r < reps; ++r) {
@@ -89,7 +127,11 @@ int main()
     }
   } else if (mode == "contract") {
     std::vector<double> c(nsf), v(3 * static_cast<std::size_t>(n));
-    for (double &x : c) std::cin >> x;
+    for (double &x : c)
+      if (!read(x)) {
+        std::cerr << "sf_eval: contract needs n_functions values of dE/dG\n";
+        return 2;
+      }
     d.compute(nb, G.data());
     d.contract(nb, c.data(), v.data());
     for (double g : G) std::printf("%.17g ", g);
