@@ -209,8 +209,6 @@ def test_linear_scaling_type9_equals_direct_sum(ctype):
     from ase.build import bulk
     from ase.neighborlist import neighbor_list
 
-    from nnmd_lammps.descriptors import SymmetryFunction
-
     fns = {e: [] for e in ELEMENTS}
     for c in ELEMENTS:
         for i, a in enumerate(ELEMENTS):
