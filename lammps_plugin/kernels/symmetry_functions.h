@@ -17,7 +17,8 @@
    (up to limits::MAX_MOMENT_ORDER, limits.h) can also be evaluated in linear time from
    per-neighbour moment tensors (docs section 3); Method::Auto picks the cheaper
    evaluation for each atom from its neighbour count. No heap allocation happens once the
-   workspaces have grown to the largest neighbour count seen. Not thread-safe (one DescriptorCalculator per thread). */
+   workspaces have grown to the largest neighbour count seen. Not thread-safe (one
+   DescriptorCalculator per thread). */
 
 #ifndef NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
 #define NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
@@ -29,14 +30,14 @@
 namespace nnmd {
 
 struct SymmetryFunction {
-  int type = 2;           // 2 radial, 3 narrow angular, 9 wide angular
-  int e1 = 0, e2 = -1;    // neighbour element indices (e2 = -1 for radial)
-  double eta = 0.0;       // 1/length^2
-  double rs = 0.0;        // shift (length)
-  double rc = 0.0;        // cutoff radius (length)
-  double lambda = 0.0;    // +1 or -1 (angular)
-  double zeta = 0.0;      // >= 1 (angular)
-  int cutoff_type = 1;    // 0..8
+  int type = 2;                 // 2 radial, 3 narrow angular, 9 wide angular
+  int e1 = 0, e2 = -1;          // neighbour element indices (e2 = -1 for radial)
+  double eta = 0.0;             // 1/length^2
+  double rs = 0.0;              // shift (length)
+  double rc = 0.0;              // cutoff radius (length)
+  double lambda = 0.0;          // +1 or -1 (angular)
+  double zeta = 0.0;            // >= 1 (angular)
+  int cutoff_type = 1;          // 0..8
   double cutoff_alpha = 0.0;    // inner cutoff rci = alpha * rc
 };
 
@@ -122,12 +123,12 @@ class DescriptorCalculator {
   struct AngularGroup {
     int type, e1, e2;
     Cutoff fc;
-    std::vector<double> ueta, urs;                    // distinct (eta, rs)
-    std::vector<double> vlam, vzeta, vnorm;           // distinct (lambda, zeta); 2^(1-zeta)
-    std::vector<int> vzi;                             // integer zeta, or 0
-    std::vector<int> su, sv, out;                     // per function: u, v, output index
-    int kmax = 0;                                     // moments: largest zeta (0: impossible)
-    std::size_t cache_offset = 0;                     // this group's part of the cache
+    std::vector<double> ueta, urs;             // distinct (eta, rs)
+    std::vector<double> vlam, vzeta, vnorm;    // distinct (lambda, zeta); 2^(1-zeta)
+    std::vector<int> vzi;                      // integer zeta, or 0
+    std::vector<int> su, sv, out;              // per function: u, v, output index
+    int kmax = 0;                              // moments: largest zeta (0: impossible)
+    std::size_t cache_offset = 0;              // this group's part of the cache
   };
   struct MomentTable {    // multi-indices alpha with |alpha| <= K, grouped by degree
     int K = -1;
@@ -150,17 +151,21 @@ class DescriptorCalculator {
   struct NeighborWork {
     std::size_t capacity = 0;      // entries per neighbour or triplet array: padded(n)
     std::size_t max_params = 1;    // most distinct (eta, rs) or (lambda, zeta) in a group
-    int n_first = 0;     // listed neighbours of the group's first element (listed first)
-    int n_listed = 0;    // listed neighbours of both elements (r < rc)
-    int n_padded = 0;    // n_listed rounded up to a multiple of 4 (padding at r = rc)
-    std::vector<int> source;            // index k in Neighbors of neighbour q (-1: padding)
-    std::vector<double> dx, dy, dz;     // displacement d_q = r_k - r_i
-    std::vector<double> r, inv_r;       // distance r_q and 1 / r_q
-    std::vector<double> fc, dfc;        // cutoff function fc(r_q) and dfc/dr
-    std::vector<double> gauss;          // exp(-eta_u (r_q - rs_u)^2)   [u * capacity + q]
-    std::vector<double> shift;          // r_q - rs_u                   [u * capacity + q]
-    std::vector<double> dE_dr;          // radial force pass: sum_s c_s dG_s/dr_q
-    std::vector<double> grad_x, grad_y, grad_z;    // angular force passes: dE/dd_q
+    int n_first = 0;               // listed neighbours of the first element (listed first)
+    int n_listed = 0;              // listed neighbours of both elements (r < rc)
+    int n_padded = 0;              // n_listed rounded up to a multiple of 4 (padding: r = rc)
+
+    std::vector<int> source;           // index k in Neighbors of neighbour q (-1: padding)
+    std::vector<double> dx, dy, dz;    // displacement d_q = r_k - r_i
+    std::vector<double> r, inv_r;      // distance r_q and 1 / r_q
+    std::vector<double> fc, dfc;       // cutoff function fc(r_q) and dfc/dr
+    std::vector<double> gauss;         // exp(-eta_u (r_q - rs_u)^2)   [u * capacity + q]
+    std::vector<double> shift;         // r_q - rs_u                   [u * capacity + q]
+    std::vector<double> dE_dr;         // radial force pass: sum_s c_s dG_s/dr_q
+    std::vector<double> grad_x;        // angular force passes: dE/dd_q, x component
+    std::vector<double> grad_y;        // ... y component
+    std::vector<double> grad_z;        // ... z component
+
     void reserve(std::size_t n);
     // capacity for n neighbours: blocks of 8 starting anywhere below n may read up to 7
     // entries past the end
@@ -170,40 +175,49 @@ class DescriptorCalculator {
   // The triplets (i, j, k) of one first neighbour j in the direct angular evaluation
   // (angular_direct_t), vectorised over the second neighbours k.
   struct TripletWork {
-    std::vector<int> partner;            // listed index q of the second neighbour k
-    std::vector<double> cos_angle;       // cos theta_jik = d_j . d_k / (r_ij r_ik)
-    std::vector<double> inv_rr;          // 1 / (r_ij r_ik)
-    std::vector<double> r_jk;            // type 3: |d_k - d_j| (its square while compacting)
-    std::vector<double> jk_x, jk_y, jk_z;    // type 3: d_k - d_j
-    std::vector<double> fc_prod;         // fc(r_ij) fc(r_ik) [fc(r_jk)]; 0 in padding lanes
-    std::vector<double> dfc_ij, dfc_ik, dfc_jk;    // fc_prod with dfc/dr for one factor
-    std::vector<double> radial;          // R_u = Gaussians x fc_prod   [u * capacity + t]
-    std::vector<double> d_radial_ij;     // dR_u/dr_ij                  [u * capacity + t]
-    std::vector<double> d_radial_ik;     // dR_u/dr_ik                  [u * capacity + t]
-    std::vector<double> d_radial_jk;     // type 3: dR_u/dr_jk          [u * capacity + t]
-    std::vector<double> dE_dradial;      // sum_s c_s 2^(1-zeta) P^zeta [u * capacity + t]
-    std::vector<double> pow_zeta;        // P^zeta, P = max(1 + lambda cos, 0)   [v * cap + t]
-    std::vector<double> pow_zeta_m1;     // P^(zeta - 1)                         [v * cap + t]
-    std::vector<double> dE_dcos;         // sum_s c_s 2^(1-zeta) zeta lambda P^(zeta-1) R_u
-    std::vector<double> grad_k_x, grad_k_y, grad_k_z;    // dE/dd_k of the second neighbour
+    std::vector<int> partner;           // listed index q of the second neighbour k
+    std::vector<double> cos_angle;      // cos theta_jik = d_j . d_k / (r_ij r_ik)
+    std::vector<double> inv_rr;         // 1 / (r_ij r_ik)
+    std::vector<double> r_jk;           // type 3: |d_k - d_j| (its square while compacting)
+    std::vector<double> jk_x;           // type 3: d_k - d_j, x component
+    std::vector<double> jk_y;           // ... y component
+    std::vector<double> jk_z;           // ... z component
+    std::vector<double> fc_prod;        // fc(r_ij) fc(r_ik) [fc(r_jk)]; 0 in padding lanes
+    std::vector<double> dfc_ij;         // fc_prod with dfc/dr(r_ij) in place of fc(r_ij)
+    std::vector<double> dfc_ik;         // fc_prod with dfc/dr(r_ik) in place of fc(r_ik)
+    std::vector<double> dfc_jk;         // type 3: fc_prod with dfc/dr(r_jk) for fc(r_jk)
+    std::vector<double> radial;         // R_u = Gaussians x fc_prod       [u * capacity + t]
+    std::vector<double> d_radial_ij;    // dR_u/dr_ij                      [u * capacity + t]
+    std::vector<double> d_radial_ik;    // dR_u/dr_ik                      [u * capacity + t]
+    std::vector<double> d_radial_jk;    // type 3: dR_u/dr_jk              [u * capacity + t]
+    std::vector<double> dE_dradial;     // sum_s c_s 2^(1-zeta) P^zeta     [u * capacity + t]
+    std::vector<double> pow_zeta;       // P^zeta, P = max(1 + lambda cos, 0)  [v * cap + t]
+    std::vector<double> pow_zeta_m1;    // P^(zeta - 1)                        [v * cap + t]
+    std::vector<double> dE_dcos;        // sum_s c_s 2^(1-zeta) zeta lambda P^(zeta-1) R_u
+    std::vector<double> grad_k_x;       // dE/dd_k of the second neighbour, x component
+    std::vector<double> grad_k_y;       // ... y component
+    std::vector<double> grad_k_z;       // ... z component
+
     void reserve(std::size_t capacity, std::size_t max_params);
   };
 
   // Type 9 from moment tensors (angular_moments); grown per group.
   struct MomentWork {
-    std::vector<double> unit_x, unit_y, unit_z;    // unit vector n_q = d_q / r_q
-    std::vector<double> monomials;    // n_q^alpha                  [alpha * capacity + q]
-    std::vector<double> weights;      // w_u = exp(-eta_u (r_q - rs_u)^2) fc(r_q)  [u * cap + q]
-    std::vector<double> moments;      // M_u,side[alpha] = sum_q w_u n_q^alpha
-                                      //                   [(2 u + side) * n_alpha + alpha]
-    std::vector<double> weight_sq_sum;    // sum_q w_u^2            [u]
-    std::vector<double> pair_sums;    // T_u,m                      [u * (K + 1) + m]
-    std::vector<double> adjoints;     // g_u,m = dE/dT_u,m          [u * (K + 1) + m]
-    std::vector<double> coefs;        // B, |alpha| B (n_alpha each), then (beta_i + 1)
-                                      // B[beta + e_i] for i = x, y, z (n_beta each)
-    std::vector<double> s0;           // sum_alpha B n_q^alpha
-    std::vector<double> s1;           // sum_alpha |alpha| B n_q^alpha
-    std::vector<double> s2_x, s2_y, s2_z;    // sum_alpha alpha_i B n_q^(alpha - e_i)
+    std::vector<double> unit_x;           // unit vector n_q = d_q / r_q, x component
+    std::vector<double> unit_y;           // ... y component
+    std::vector<double> unit_z;           // ... z component
+    std::vector<double> monomials;        // n_q^alpha                   [alpha * capacity + q]
+    std::vector<double> weights;          // w_u(r_q) = gauss fc            [u * capacity + q]
+    std::vector<double> moments;          // M_u,side[alpha]  [(2 u + side) * n_alpha + alpha]
+    std::vector<double> weight_sq_sum;    // sum_q w_u(r_q)^2                               [u]
+    std::vector<double> pair_sums;        // T_u,m                           [u * (K + 1) + m]
+    std::vector<double> adjoints;         // g_u,m = dE/dT_u,m               [u * (K + 1) + m]
+    std::vector<double> coefs;            // B, |alpha| B; (beta_i + 1) B[beta + e_i], i = xyz
+    std::vector<double> s0;               // sum_alpha B n_q^alpha
+    std::vector<double> s1;               // sum_alpha |alpha| B n_q^alpha
+    std::vector<double> s2_x;             // sum_alpha alpha_x B n_q^(alpha - e_x)
+    std::vector<double> s2_y;             // ... alpha_y, e_y
+    std::vector<double> s2_z;             // ... alpha_z, e_z
   };
 
   void collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
@@ -229,7 +243,8 @@ class DescriptorCalculator {
   std::vector<AngularGroup> angular_;
   MomentTable table_;
   std::vector<std::vector<double>> binom_;    // binomial coefficients C(n, m)
-  mutable NeighborWork neighbor_work_;    // workspaces (see above)
+  // workspaces (see above)
+  mutable NeighborWork neighbor_work_;
   mutable TripletWork triplet_work_;
   mutable MomentWork moment_work_;
 };
