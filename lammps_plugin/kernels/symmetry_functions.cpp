@@ -75,7 +75,8 @@ Cutoff::Cutoff(int type, double rc, double alpha) : type_(type), alpha_(alpha)
 // ---------------------------------------------------------------------------------------
 // construction
 
-DescriptorCalculator::DescriptorCalculator(const std::vector<SymmetryFunction> &functions, int n_elements) :
+DescriptorCalculator::DescriptorCalculator(const std::vector<SymmetryFunction> &functions,
+                                           int n_elements) :
     n_functions_(static_cast<int>(functions.size())), n_elements_(n_elements)
 {
   int kmax_all = 0;
@@ -124,8 +125,7 @@ DescriptorCalculator::DescriptorCalculator(const std::vector<SymmetryFunction> &
     g.out.push_back(s);
   }
   for (AngularGroup &g : angular_) {
-    neighbor_work_.max_params =
-        std::max({neighbor_work_.max_params, g.ueta.size(), g.vlam.size()});
+    neighbor_work_.max_params = std::max({neighbor_work_.max_params, g.ueta.size(), g.vlam.size()});
     g.kmax = 0;
     if (g.type != 9) continue;
     int k = 0;
@@ -211,8 +211,8 @@ DescriptorCalculator::DescriptorCalculator(const std::vector<SymmetryFunction> &
 
 namespace {
 template <int CT>
-inline __attribute__((always_inline)) void cutoff_inline(double r, const CutoffParams &p,
-                                                         double &f, double &df)
+inline __attribute__((always_inline)) void cutoff_inline(double r, const CutoffParams &p, double &f,
+                                                         double &df)
 {
   const bool inside = r < p.rc;
   if constexpr (CT == 0) {
@@ -356,12 +356,12 @@ void DescriptorCalculator::NeighborWork::reserve(std::size_t n)
 
 void DescriptorCalculator::TripletWork::reserve(std::size_t capacity, std::size_t max_params)
 {
-  for (auto *vec : {&cos_angle, &inv_rr, &r_jk, &jk_x, &jk_y, &jk_z, &fc_prod, &dfc_ij,
-                    &dfc_ik, &dfc_jk, &dE_dcos, &grad_k_x, &grad_k_y, &grad_k_z})
+  for (auto *vec : {&cos_angle, &inv_rr, &r_jk, &jk_x, &jk_y, &jk_z, &fc_prod, &dfc_ij, &dfc_ik,
+                    &dfc_jk, &dE_dcos, &grad_k_x, &grad_k_y, &grad_k_z})
     vec->resize(capacity);
   partner.resize(capacity);
-  for (auto *vec : {&radial, &d_radial_ij, &d_radial_ik, &d_radial_jk, &dE_dradial, &pow_zeta,
-                    &pow_zeta_m1})
+  for (auto *vec :
+       {&radial, &d_radial_ij, &d_radial_ik, &d_radial_jk, &dE_dradial, &pow_zeta, &pow_zeta_m1})
     vec->resize(capacity * max_params);
 }
 
@@ -651,16 +651,16 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
 
 template <bool DERIV>
 void DescriptorCalculator::angular_direct(const AngularGroup &g, double *G, const double *c,
-                                double *v) const
+                                          double *v) const
 {
   const bool narrow = (g.type == 3);
   switch (narrow ? g.fc.type() : 0) {
-#define NNMD_CASE(CT)                                                   \
-  case CT:                                                               \
-    if (narrow)                                                          \
-      angular_direct_t<DERIV, true, CT>(g, G, c, v);                     \
-    else                                                                 \
-      angular_direct_t<DERIV, false, 0>(g, G, c, v);                     \
+#define NNMD_CASE(CT)                                \
+  case CT:                                           \
+    if (narrow)                                      \
+      angular_direct_t<DERIV, true, CT>(g, G, c, v); \
+    else                                             \
+      angular_direct_t<DERIV, false, 0>(g, G, c, v); \
     break;
     NNMD_CASE(0)
     NNMD_CASE(1)
@@ -698,8 +698,8 @@ void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, con
   const bool same = (g.e1 == g.e2);
   const int sides = same ? 1 : 2;
   const int nq = wk.n_listed;
-  for (auto *vec : {&mw.unit_x, &mw.unit_y, &mw.unit_z, &mw.s0, &mw.s1, &mw.s2_x, &mw.s2_y,
-                    &mw.s2_z})
+  for (auto *vec :
+       {&mw.unit_x, &mw.unit_y, &mw.unit_z, &mw.s0, &mw.s1, &mw.s2_x, &mw.s2_y, &mw.s2_z})
     grow(*vec, cap);
   grow(mw.monomials, static_cast<std::size_t>(na) * cap);
   grow(mw.weights, nu * cap);
@@ -905,7 +905,7 @@ void DescriptorCalculator::compute(const Neighbors &nb, double *G, double *cache
 }
 
 void DescriptorCalculator::contract(const Neighbors &nb, const double *c, double *v,
-                          const double *cache) const
+                                    const double *cache) const
 {
   std::fill(v, v + 3 * nb.size(), 0.0);
   for (const RadialGroup &g : radial_) radial<true>(g, nb, nullptr, c, v);

@@ -99,8 +99,7 @@ void PairNNMD::settings(int narg, char **arg)
       else if (val == "moments")
         type9_method = nnmd::DescriptorCalculator::Method::Moments;
       else
-        error->all(FLERR, "pair_style nnmd: {} must be auto, direct or moments, got {}", key,
-                   val);
+        error->all(FLERR, "pair_style nnmd: {} must be auto, direct or moments, got {}", key, val);
     } else if (key == "profile") {
       profile = utils::logical(FLERR, val, false, lmp) == 1;
     } else {
@@ -150,7 +149,8 @@ void PairNNMD::coeff(int narg, char **arg)
     if (name == "NULL") continue;
     const int e = model->element_index(name);
     if (e < 0)
-      error->all(FLERR, "pair_coeff nnmd: element {} (atom type {}) is not in model {} (elements: {})",
+      error->all(FLERR,
+                 "pair_coeff nnmd: element {} (atom type {}) is not in model {} (elements: {})",
                  name, t, model_file, known);
     type_to_element[t] = e;
   }
@@ -180,7 +180,8 @@ void PairNNMD::coeff(int narg, char **arg)
   if (count == 0) error->all(FLERR, "pair_coeff nnmd: no atom type is mapped to a model element");
 
   if (comm->me == 0)
-    utils::logmesg(lmp, "pair nnmd: model {} ({}), elements {}, cutoff {:.6g} Angstrom, {} "
+    utils::logmesg(lmp,
+                   "pair nnmd: model {} ({}), elements {}, cutoff {:.6g} Angstrom, {} "
                    "libtorch thread(s) per rank, {} networks on {}\n",
                    model_file, info.created_by, known, cutoff_model, nthreads,
                    single_precision ? "float32" : "float64", device);
@@ -323,8 +324,7 @@ void PairNNMD::compute(int eflag, int vflag)
             }
           if (cvflag_atom) {
             // centroid form: the whole term belongs to the atom whose energy it derives from
-            const double cw[9] = {w[0], w[1], w[2], w[3], w[4], w[5],
-                                  -dy * vx, -dz * vx, -dz * vy};
+            const double cw[9] = {w[0], w[1], w[2], w[3], w[4], w[5], -dy * vx, -dz * vx, -dz * vy};
             for (int c = 0; c < 9; ++c) cvatom[i][c] += cw[c];
           }
         }
@@ -355,8 +355,8 @@ void PairNNMD::finish()
                                   "average, max; share of pair time):\n",
                                   n_calls);
     for (int k = 0; k < 3; ++k)
-      msg += fmt::format("  {:22s} {:10.4f} {:10.4f}  {:5.1f}%\n", names[k],
-                         sum[k] / comm->nprocs, mx[k], total > 0 ? 100.0 * sum[k] / total : 0.0);
+      msg += fmt::format("  {:22s} {:10.4f} {:10.4f}  {:5.1f}%\n", names[k], sum[k] / comm->nprocs,
+                         mx[k], total > 0 ? 100.0 * sum[k] / total : 0.0);
     utils::logmesg(lmp, msg);
   }
   t_descriptors = t_network = t_forces = 0.0;
@@ -367,8 +367,8 @@ double PairNNMD::memory_usage()
 {
   double bytes = Pair::memory_usage();
   for (std::size_t e = 0; e < G.size(); ++e)
-    bytes += sizeof(double) * (G[e].capacity() + dEdG[e].capacity() + Eatom[e].capacity() +
-                               cache[e].capacity()) +
+    bytes += sizeof(double) *
+            (G[e].capacity() + dEdG[e].capacity() + Eatom[e].capacity() + cache[e].capacity()) +
         sizeof(int) * local_atoms[e].capacity();
   bytes += sizeof(double) * (nb.x.capacity() * 4 + v.capacity()) +
       sizeof(int) * (nb.elem.capacity() + nb_index.capacity());

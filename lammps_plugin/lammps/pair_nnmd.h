@@ -42,7 +42,7 @@ class PairNNMD : public Pair {
  protected:
   std::unique_ptr<nnmd::Model> model;
   std::vector<std::unique_ptr<nnmd::DescriptorCalculator>> calculators;    // per model element
-  std::vector<int> type_to_element;                              // per type (1-based), -1: NULL
+  std::vector<int> type_to_element;    // per type (1-based), -1: NULL
   std::string model_file;
   std::string device;
   int nthreads;

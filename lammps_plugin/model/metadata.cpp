@@ -128,7 +128,9 @@ void parse_metadata(const std::string &text, ModelInfo &info)
       k = 0;
       for (const json &f : list) {
         const std::string where = list_path + "[" + std::to_string(k++) + "]";
-        auto get = [&](const char *key) -> const json & { return member(f, where, key); };
+        auto get = [&](const char *key) -> const json & {
+          return member(f, where, key);
+        };
         SymmetryFunction p;
         p.type = integer(get("type"), join(where, "type"));
         const json &nb = array(get("neighbors"), join(where, "neighbors"));

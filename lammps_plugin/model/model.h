@@ -19,9 +19,9 @@ namespace nnmd {
 
 struct ModelInfo {
   int format_version = 0;
-  std::vector<std::string> elements;                   // model element order
-  double cutoff = 0.0;                                 // Angstrom
-  std::vector<std::vector<SymmetryFunction>> functions;   // per element, network-input order
+  std::vector<std::string> elements;                       // model element order
+  double cutoff = 0.0;                                     // Angstrom
+  std::vector<std::vector<SymmetryFunction>> functions;    // per element, network-input order
   std::string created_by;
 };
 

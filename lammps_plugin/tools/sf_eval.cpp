@@ -56,9 +56,8 @@ int main()
   }
   std::vector<nnmd::SymmetryFunction> sfs(nsf);
   for (auto &p : sfs) {
-    if (!(read(p.type) && read(p.e1) && read(p.e2) && read(p.eta) && read(p.rs) &&
-          read(p.rc) && read(p.lambda) && read(p.zeta) && read(p.cutoff_type) &&
-          read(p.cutoff_alpha))) {
+    if (!(read(p.type) && read(p.e1) && read(p.e2) && read(p.eta) && read(p.rs) && read(p.rc) &&
+          read(p.lambda) && read(p.zeta) && read(p.cutoff_type) && read(p.cutoff_alpha))) {
       std::cerr << "sf_eval: malformed symmetry-function line\n";
       return 2;
     }
@@ -91,7 +90,8 @@ int main()
   }
   nnmd::DescriptorCalculator d(sfs, nel);
   auto suffix = [&](const std::string &tail) {
-    if (mode.size() > tail.size() && mode.compare(mode.size() - tail.size(), tail.size(), tail) == 0) {
+    if (mode.size() > tail.size() &&
+        mode.compare(mode.size() - tail.size(), tail.size(), tail) == 0) {
       mode.erase(mode.size() - tail.size());
       return true;
     }
@@ -122,7 +122,8 @@ int main()
     for (double g : G) std::printf("%.17g ", g);
     std::printf("\n");
     for (int s = 0; s < nsf; ++s) {
-      for (int q = 0; q < 3 * n; ++q) std::printf("%.17g ", dG[static_cast<std::size_t>(s) * 3 * n + q]);
+      for (int q = 0; q < 3 * n; ++q)
+        std::printf("%.17g ", dG[static_cast<std::size_t>(s) * 3 * n + q]);
       std::printf("\n");
     }
   } else if (mode == "contract") {
