@@ -1,7 +1,8 @@
 /* nnmd-lammps: numerical limits of the symmetry-function kernels.
 
-   The Python package uses the same names and values (nnmd_lammps.descriptors.limits);
-   docs/symmetry_functions.md explains them. Changing a value changes results. */
+   The Python package uses the same names and values (python/nnmd_lammps/limits.py, also
+   importable as nnmd_lammps.descriptors.limits; tests/test_cpp_kernels.py holds the two
+   equal); docs/symmetry_functions.md explains them. */
 
 #ifndef NNMD_KERNELS_LIMITS_H
 #define NNMD_KERNELS_LIMITS_H
