@@ -52,75 +52,169 @@ class Case:
 def water_setup(model: Path, replicate: int = 1) -> list[str]:
     data = SHARED / "lammps" / "H2O-360mol" / "data.H2O-360mol"
     rep = [f"replicate {replicate} {replicate} {replicate}"] if replicate > 1 else []
-    return ["units metal", "atom_style atomic", "boundary p p p", f"read_data {data}", *rep,
-            "pair_style nnmd", f"pair_coeff * * {model} H O", "neighbor 1.0 bin",
-            "velocity all create 300 4928 loop geom", "timestep 0.0005"]
+    return [
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        f"read_data {data}",
+        *rep,
+        "pair_style nnmd",
+        f"pair_coeff * * {model} H O",
+        "neighbor 1.0 bin",
+        "velocity all create 300 4928 loop geom",
+        "timestep 0.0005",
+    ]
 
 
 def hdnnp_water_setup(plugin: Path, replicate: int = 1) -> list[str]:
     """The same water box with n2p2's pair_style hdnnp (a plugin the user built)."""
     data = SHARED / "lammps" / "H2O-360mol" / "data.H2O-360mol"
     rep = [f"replicate {replicate} {replicate} {replicate}"] if replicate > 1 else []
-    return [f"plugin load {plugin}", "units metal", "atom_style atomic", "boundary p p p",
-            f"read_data {data}", *rep,
-            f"pair_style hdnnp 6.36 dir {SHARED / 'n2p2' / 'H2O_RPBE-D3'}/ "
-            "cflength 1.8897261328 cfenergy 0.0367493254",
-            "pair_coeff * * H O", "neighbor 1.0 bin", "velocity all create 300 4928 loop geom",
-            "timestep 0.0005"]
+    return [
+        f"plugin load {plugin}",
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        f"read_data {data}",
+        *rep,
+        f"pair_style hdnnp 6.36 dir {SHARED / 'n2p2' / 'H2O_RPBE-D3'}/ "
+        "cflength 1.8897261328 cfenergy 0.0367493254",
+        "pair_coeff * * H O",
+        "neighbor 1.0 bin",
+        "velocity all create 300 4928 loop geom",
+        "timestep 0.0005",
+    ]
 
 
-def lattice_setup(lattice: str, a: float, n: int, mass: float, pair: list[str],
-                  dt_ps: float = 0.001, temperature: float = 300.0) -> list[str]:
-    return ["units metal", "atom_style atomic", "boundary p p p", f"lattice {lattice} {a}",
-            f"region box block 0 {n} 0 {n} 0 {n}", "create_box 1 box", "create_atoms 1 box",
-            f"mass 1 {mass}", *pair, "neighbor 1.0 bin",
-            f"velocity all create {temperature} 4928 loop geom", f"timestep {dt_ps}"]
+def lattice_setup(
+    lattice: str,
+    a: float,
+    n: int,
+    mass: float,
+    pair: list[str],
+    dt_ps: float = 0.001,
+    temperature: float = 300.0,
+) -> list[str]:
+    return [
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        f"lattice {lattice} {a}",
+        f"region box block 0 {n} 0 {n} 0 {n}",
+        "create_box 1 box",
+        "create_atoms 1 box",
+        f"mass 1 {mass}",
+        *pair,
+        "neighbor 1.0 bin",
+        f"velocity all create {temperature} 4928 loop geom",
+        f"timestep {dt_ps}",
+    ]
 
 
 def build_cases(quick: bool) -> dict[str, Case]:
     pots = potentials_dir()
     s = 0.3 if quick else 1.0
     cases = {
-        "sw_si": Case("sw_si", lattice_setup("diamond", 5.431, 10, 28.0855, [
-            "pair_style sw", f"pair_coeff * * {pots / 'Si.sw'} Si"]), int(2000 * s),
-            "Stillinger-Weber Si, 8000 atoms", reference=True),
-        "eam_cu": Case("eam_cu", lattice_setup("fcc", 3.615, 16, 63.546, [
-            "pair_style eam", f"pair_coeff * * {pots / 'Cu_u3.eam'}"]), int(1000 * s),
-            "EAM Cu (Cu_u3), 16384 atoms", reference=True),
-        "snap_cu": Case("snap_cu", lattice_setup("fcc", 3.615, 8, 63.546, [
-            "pair_style snap",
-            f"pair_coeff * * {pots / 'Cu_Zuo_JPCA2020.snapcoeff'} "
-            f"{pots / 'Cu_Zuo_JPCA2020.snapparam'} Cu"]), int(100 * s),
-            "SNAP Cu (Zuo et al. 2020), 2048 atoms", reference=True),
+        "sw_si": Case(
+            "sw_si",
+            lattice_setup(
+                "diamond",
+                5.431,
+                10,
+                28.0855,
+                ["pair_style sw", f"pair_coeff * * {pots / 'Si.sw'} Si"],
+            ),
+            int(2000 * s),
+            "Stillinger-Weber Si, 8000 atoms",
+            reference=True,
+        ),
+        "eam_cu": Case(
+            "eam_cu",
+            lattice_setup(
+                "fcc", 3.615, 16, 63.546, ["pair_style eam", f"pair_coeff * * {pots / 'Cu_u3.eam'}"]
+            ),
+            int(1000 * s),
+            "EAM Cu (Cu_u3), 16384 atoms",
+            reference=True,
+        ),
+        "snap_cu": Case(
+            "snap_cu",
+            lattice_setup(
+                "fcc",
+                3.615,
+                8,
+                63.546,
+                [
+                    "pair_style snap",
+                    f"pair_coeff * * {pots / 'Cu_Zuo_JPCA2020.snapcoeff'} "
+                    f"{pots / 'Cu_Zuo_JPCA2020.snapparam'} Cu",
+                ],
+            ),
+            int(100 * s),
+            "SNAP Cu (Zuo et al. 2020), 2048 atoms",
+            reference=True,
+        ),
     }
     return cases
 
 
-def add_model_cases(cases: dict[str, Case], water_model: Path | None, cu_model: Path | None,
-                    quick: bool, hdnnp: Path | None = None) -> None:
+def add_model_cases(
+    cases: dict[str, Case],
+    water_model: Path | None,
+    cu_model: Path | None,
+    quick: bool,
+    hdnnp: Path | None = None,
+) -> None:
     s = 0.3 if quick else 1.0
     if hdnnp is not None and water_model is not None:
-        cases["hdnnp_1080"] = Case("hdnnp_1080", hdnnp_water_setup(hdnnp), max(3, int(50 * s)),
-                                   "n2p2 pair_style hdnnp, water, 1080 atoms", reference=True)
-        cases["hdnnp_8640"] = Case("hdnnp_8640", hdnnp_water_setup(hdnnp, 2),
-                                   max(2, int(10 * s)), "n2p2 pair_style hdnnp, water, 8640 atoms",
-                                   reference=True)
+        cases["hdnnp_1080"] = Case(
+            "hdnnp_1080",
+            hdnnp_water_setup(hdnnp),
+            max(3, int(50 * s)),
+            "n2p2 pair_style hdnnp, water, 1080 atoms",
+            reference=True,
+        )
+        cases["hdnnp_8640"] = Case(
+            "hdnnp_8640",
+            hdnnp_water_setup(hdnnp, 2),
+            max(2, int(10 * s)),
+            "n2p2 pair_style hdnnp, water, 8640 atoms",
+            reference=True,
+        )
     if water_model is not None:
-        cases["water_1080"] = Case("water_1080", water_setup(water_model), max(3, int(50 * s)),
-                                   "n2p2 water (H2O_RPBE-D3), 1080 atoms")
-        cases["water_8640"] = Case("water_8640", water_setup(water_model, 2), max(2, int(10 * s)),
-                                   "n2p2 water, 2x2x2 replica, 8640 atoms")
+        cases["water_1080"] = Case(
+            "water_1080",
+            water_setup(water_model),
+            max(3, int(50 * s)),
+            "n2p2 water (H2O_RPBE-D3), 1080 atoms",
+        )
+        cases["water_8640"] = Case(
+            "water_8640",
+            water_setup(water_model, 2),
+            max(2, int(10 * s)),
+            "n2p2 water, 2x2x2 replica, 8640 atoms",
+        )
     if cu_model is not None:
         pair = ["pair_style nnmd", f"pair_coeff * * {cu_model} Cu"]
-        cases["cu_4000"] = Case("cu_4000", lattice_setup("fcc", 3.61, 10, 63.546, pair),
-                                max(5, int(50 * s)), "demo Cu potential, 4000 atoms")
-        direct = ["pair_style nnmd g5 direct", f"pair_coeff * * {cu_model} Cu"]
-        cases["cu_4000_direct"] = Case("cu_4000_direct",
-                                       lattice_setup("fcc", 3.61, 10, 63.546, direct),
-                                       max(3, int(20 * s)),
-                                       "demo Cu potential, 4000 atoms, type 9 by direct sums")
-        cases["cu_32000"] = Case("cu_32000", lattice_setup("fcc", 3.61, 20, 63.546, pair),
-                                 max(3, int(20 * s)), "demo Cu potential, 32000 atoms")
+        cases["cu_4000"] = Case(
+            "cu_4000",
+            lattice_setup("fcc", 3.61, 10, 63.546, pair),
+            max(5, int(50 * s)),
+            "demo Cu potential, 4000 atoms",
+        )
+        direct = ["pair_style nnmd type9 direct", f"pair_coeff * * {cu_model} Cu"]
+        cases["cu_4000_direct"] = Case(
+            "cu_4000_direct",
+            lattice_setup("fcc", 3.61, 10, 63.546, direct),
+            max(3, int(20 * s)),
+            "demo Cu potential, 4000 atoms, type 9 by direct sums",
+        )
+        cases["cu_32000"] = Case(
+            "cu_32000",
+            lattice_setup("fcc", 3.61, 20, 63.546, pair),
+            max(3, int(20 * s)),
+            "demo Cu potential, 32000 atoms",
+        )
 
 
 LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
@@ -131,7 +225,7 @@ PHASE = re.compile(r"^  (descriptors \(pass 1\)|networks \(libtorch\)|forces \(p
 def breakdown(log: str) -> dict[str, float]:
     """Seconds per section of the last run: LAMMPS's timers (average over ranks) and, with
     `profile yes`, pair nnmd's own phases."""
-    last = log[log.rindex("Loop time"):] if "Loop time" in log else ""
+    last = log[log.rindex("Loop time") :] if "Loop time" in log else ""
     out = {}
     for line in last.splitlines():
         m = SECTION.match(line)
@@ -143,32 +237,53 @@ def breakdown(log: str) -> dict[str, float]:
     return out
 
 
-def run_case(case: Case, nprocs: int, workdir: Path, profile: bool = False
-             ) -> tuple[float, int, float, dict]:
+def run_case(
+    case: Case, nprocs: int, workdir: Path, profile: bool = False
+) -> tuple[float, int, float, dict]:
     """One timed run: returns (µs/atom/step, atoms, peak RSS per rank in MB, seconds per
     section of the timed run)."""
     deck = workdir / f"in.{case.name}"
-    setup = [c + " profile yes" if profile and c.strip() == "pair_style nnmd" else c
-             for c in case.setup]
-    lines = [*setup, "fix 1 all nve", "thermo 1000", "run 3",  # warm-up
-             f"run {case.steps}"]
+    setup = [
+        c + " profile yes" if profile and c.strip() == "pair_style nnmd" else c for c in case.setup
+    ]
+    lines = [
+        *setup,
+        "fix 1 all nve",
+        "thermo 1000",
+        "run 3",  # warm-up
+        f"run {case.steps}",
+    ]
     deck.write_text("\n".join(lines) + "\n")
     prefix = workdir / f"rss.{case.name}.{nprocs}"
     for old in workdir.glob(prefix.name + ".*"):
         old.unlink()
-    cmd = [sys.executable, str(Path(__file__).parent / "rss_wrapper.py"), str(prefix),
-           str(BIN / "lmp"), "-in", str(deck), "-log", str(workdir / f"log.{case.name}"),
-           "-screen", "none"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).parent / "rss_wrapper.py"),
+        str(prefix),
+        str(BIN / "lmp"),
+        "-in",
+        str(deck),
+        "-log",
+        str(workdir / f"log.{case.name}"),
+        "-screen",
+        "none",
+    ]
     if nprocs > 1:
         cmd = [str(BIN / "mpirun"), "-np", str(nprocs), *cmd]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
-    log = (workdir / f"log.{case.name}").read_text() if (workdir / f"log.{case.name}").exists() \
+    log = (
+        (workdir / f"log.{case.name}").read_text()
+        if (workdir / f"log.{case.name}").exists()
         else ""
+    )
     loops = LOOP.findall(log)
     if proc.returncode != 0 or not loops:
-        raise RuntimeError(f"{case.name} on {nprocs} rank(s) failed:\n{proc.stdout[-2000:]}"
-                           f"{proc.stderr[-2000:]}{log[-2000:]}")
+        raise RuntimeError(
+            f"{case.name} on {nprocs} rank(s) failed:\n{proc.stdout[-2000:]}"
+            f"{proc.stderr[-2000:]}{log[-2000:]}"
+        )
     t, _, steps, natoms = loops[-1]
     us = float(t) / (int(steps) * int(natoms)) * 1e6
     rss = [int(p.read_text()) / 1024 for p in workdir.glob(prefix.name + ".*")]
@@ -176,8 +291,11 @@ def run_case(case: Case, nprocs: int, workdir: Path, profile: bool = False
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -202,9 +320,21 @@ def prepare_models(workdir: Path) -> tuple[Path | None, Path | None]:
     water = None
     if (SHARED / "n2p2" / "H2O_RPBE-D3").is_dir():
         water = workdir / "h2o.pt"
-        subprocess.run([str(BIN / "nnmd"), "import-n2p2", str(SHARED / "n2p2" / "H2O_RPBE-D3"),
-                        "--length-unit", "bohr", "--energy-unit", "hartree", "-o", str(water)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(BIN / "nnmd"),
+                "import-n2p2",
+                str(SHARED / "n2p2" / "H2O_RPBE-D3"),
+                "--length-unit",
+                "bohr",
+                "--energy-unit",
+                "hartree",
+                "-o",
+                str(water),
+            ],
+            check=True,
+            capture_output=True,
+        )
     cu = ROOT / "demo_output" / "cu.pt"
     return water, (cu if cu.exists() else None)
 
@@ -215,19 +345,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ranks", default="1,2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer steps (for a smoke run)")
-    ap.add_argument("--hdnnp-plugin", default=None,
-                    help="a LAMMPS plugin with n2p2's pair_style hdnnp that you built: adds "
-                    "hdnnp water cases as a reference (not built by this project)")
-    ap.add_argument("--profile", action="store_true",
-                    help="pair_style nnmd ... profile yes: print where the time goes")
+    ap.add_argument(
+        "--hdnnp-plugin",
+        default=None,
+        help="a LAMMPS plugin with n2p2's pair_style hdnnp that you built: adds "
+        "hdnnp water cases as a reference (not built by this project)",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="pair_style nnmd ... profile yes: print where the time goes",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     ranks = [int(x) for x in args.ranks.split(",")]
     work = Path(tempfile.mkdtemp(prefix="nnmd-bench-"))
     water, cu = prepare_models(work)
     cases = build_cases(args.quick)
-    add_model_cases(cases, water, cu, args.quick,
-                    Path(args.hdnnp_plugin).resolve() if args.hdnnp_plugin else None)
+    add_model_cases(
+        cases,
+        water,
+        cu,
+        args.quick,
+        Path(args.hdnnp_plugin).resolve() if args.hdnnp_plugin else None,
+    )
     if args.cases:
         wanted = args.cases.split(",")
         unknown = set(wanted) - set(cases)
@@ -252,16 +393,29 @@ def main(argv: list[str] | None = None) -> int:
             natoms = runs[n][0][1]
             mems = [r[2] for r in runs[n]]
             med = statistics.median(times)
-            rows.append({"case": name, "description": case.description, "ranks": n,
-                         "atoms": natoms, "steps": case.steps, "repeats": args.repeats,
-                         "us_per_atom_step": med,
-                         "us_per_atom_step_all": times, "peak_rss_mb_per_rank": max(mems),
-                         "reference": case.reference,
-                         "sections_s": runs[n][min(range(len(times)),
-                                                   key=lambda i: abs(times[i] - med))][3]})
-            print(f"{name:14s} ranks={n} atoms={natoms:6d} "
-                  f"{med:10.3f} µs/atom/step (best {min(times):.3f}) "
-                  f"{max(mems):8.1f} MB/rank", flush=True)
+            rows.append(
+                {
+                    "case": name,
+                    "description": case.description,
+                    "ranks": n,
+                    "atoms": natoms,
+                    "steps": case.steps,
+                    "repeats": args.repeats,
+                    "us_per_atom_step": med,
+                    "us_per_atom_step_all": times,
+                    "peak_rss_mb_per_rank": max(mems),
+                    "reference": case.reference,
+                    "sections_s": runs[n][
+                        min(range(len(times)), key=lambda i: abs(times[i] - med))
+                    ][3],
+                }
+            )
+            print(
+                f"{name:14s} ranks={n} atoms={natoms:6d} "
+                f"{med:10.3f} µs/atom/step (best {min(times):.3f}) "
+                f"{max(mems):8.1f} MB/rank",
+                flush=True,
+            )
     # derived figures
     t1 = {r["case"]: r["us_per_atom_step"] for r in rows if r["ranks"] == 1}
     for r in rows:
@@ -272,15 +426,21 @@ def main(argv: list[str] | None = None) -> int:
             if base:
                 r[f"ratio_to_{ref}"] = r["us_per_atom_step"] / base[0]["us_per_atom_step"]
         if r["case"].startswith("water_"):
-            base = [x for x in rows if x["case"] == r["case"].replace("water", "hdnnp")
-                    and x["ranks"] == r["ranks"]]
+            base = [
+                x
+                for x in rows
+                if x["case"] == r["case"].replace("water", "hdnnp") and x["ranks"] == r["ranks"]
+            ]
             if base:
                 r["ratio_to_hdnnp"] = r["us_per_atom_step"] / base[0]["us_per_atom_step"]
-                r["memory_ratio_to_hdnnp"] = (r["peak_rss_mb_per_rank"]
-                                              / base[0]["peak_rss_mb_per_rank"])
+                r["memory_ratio_to_hdnnp"] = (
+                    r["peak_rss_mb_per_rank"] / base[0]["peak_rss_mb_per_rank"]
+                )
     print()
-    hdr = (f"{'case':14s} {'ranks':>5s} {'atoms':>6s} {'µs/atom/step':>13s} {'MB/rank':>8s} "
-           f"{'par.eff':>7s} {'x SW':>8s} {'x EAM':>8s} {'/ SNAP':>8s}")
+    hdr = (
+        f"{'case':14s} {'ranks':>5s} {'atoms':>6s} {'µs/atom/step':>13s} {'MB/rank':>8s} "
+        f"{'par.eff':>7s} {'x SW':>8s} {'x EAM':>8s} {'/ SNAP':>8s}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -288,13 +448,17 @@ def main(argv: list[str] | None = None) -> int:
         sw = f"{r['ratio_to_sw_si']:.1f}" if "ratio_to_sw_si" in r else ""
         eam = f"{r['ratio_to_eam_cu']:.1f}" if "ratio_to_eam_cu" in r else ""
         snap = f"{1 / r['ratio_to_snap_cu']:.2f}" if "ratio_to_snap_cu" in r else ""
-        print(f"{r['case']:14s} {r['ranks']:5d} {r['atoms']:6d} {r['us_per_atom_step']:13.3f} "
-              f"{r['peak_rss_mb_per_rank']:8.1f} {eff:>7s} {sw:>8s} {eam:>8s} {snap:>8s}")
+        print(
+            f"{r['case']:14s} {r['ranks']:5d} {r['atoms']:6d} {r['us_per_atom_step']:13.3f} "
+            f"{r['peak_rss_mb_per_rank']:8.1f} {eff:>7s} {sw:>8s} {eam:>8s} {snap:>8s}"
+        )
     print("(x SW, x EAM: time relative to the reference; / SNAP: SNAP's time / this case's)")
     for r in rows:
         if "ratio_to_hdnnp" in r:
-            print(f"{r['case']} ranks={r['ranks']}: {r['ratio_to_hdnnp']:.2f} x hdnnp's time, "
-                  f"{r['memory_ratio_to_hdnnp']:.2f} x its memory")
+            print(
+                f"{r['case']} ranks={r['ranks']}: {r['ratio_to_hdnnp']:.2f} x hdnnp's time, "
+                f"{r['memory_ratio_to_hdnnp']:.2f} x its memory"
+            )
     if args.profile:
         print()
         print("where the time goes (median run; % of the main loop)")
@@ -302,17 +466,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'case':14s} {'ranks':>5s} " + " ".join(f"{k:>12s}" for k in keys))
         for r in rows:
             sec = r["sections_s"]
-            total = sum(sec.get(k, 0.0) for k in ("pair", "neigh", "comm", "output", "modify",
-                                                   "other"))
+            total = sum(
+                sec.get(k, 0.0) for k in ("pair", "neigh", "comm", "output", "modify", "other")
+            )
             if not total or "descriptors" not in sec:
                 continue
             # pair nnmd's phases include the force call of the run's setup: use their shares
             # of LAMMPS's Pair time
             phases = sum(sec[k] for k in ("descriptors", "networks", "forces"))
-            share = {k: sec[k] / phases * sec.get("pair", 0.0)
-                     for k in ("descriptors", "networks", "forces")}
-            vals = " ".join(f"{100 * share.get(k, sec.get(k, 0.0)) / total:11.1f}%"
-                            for k in keys)
+            share = {
+                k: sec[k] / phases * sec.get("pair", 0.0)
+                for k in ("descriptors", "networks", "forces")
+            }
+            vals = " ".join(f"{100 * share.get(k, sec.get(k, 0.0)) / total:11.1f}%" for k in keys)
             print(f"{r['case']:14s} {r['ranks']:5d} {vals}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,18 @@ def structures(water: Path | None, cu: Path | None) -> dict[str, tuple[list[str]
         out["water, 1080 atoms"] = ([*head, f"read_data {data}"], water, "H O")
     if cu is not None:
         out["demo Cu, 864 rattled atoms"] = (
-            [*head, "lattice fcc 3.61", "region box block 0 6 0 6 0 6", "create_box 1 box",
-             "create_atoms 1 box", "mass 1 63.546",
-             "displace_atoms all random 0.1 0.1 0.1 1234"], cu, "Cu")
+            [
+                *head,
+                "lattice fcc 3.61",
+                "region box block 0 6 0 6 0 6",
+                "create_box 1 box",
+                "create_atoms 1 box",
+                "mass 1 63.546",
+                "displace_atoms all random 0.1 0.1 0.1 1234",
+            ],
+            cu,
+            "Cu",
+        )
     return out
 
 
@@ -48,16 +57,23 @@ def main() -> int:
     for name, (setup, model, elements) in cases.items():
         res = {}
         for prec in ("float64", "float32"):
-            deck = [*setup, f"pair_style nnmd precision {prec}",
-                    f"pair_coeff * * {model} {elements}", "neighbor 1.0 bin",
-                    "compute nnmd_press all pressure NULL virial", "run 0"]
+            deck = [
+                *setup,
+                f"pair_style nnmd precision {prec}",
+                f"pair_coeff * * {model} {elements}",
+                "neighbor 1.0 bin",
+                "compute nnmd_press all pressure NULL virial",
+                "run 0",
+            ]
             res[prec] = run_lammps(deck, work / f"{name.split(',')[0]}-{prec}".replace(" ", "_"))
         a, b = res["float64"], res["float32"]
         n = len(a.ids)
-        print(f"{name}: |dE| {abs(a.pe - b.pe) / n:.2e} eV/atom, "
-              f"max |dF| {np.abs(a.forces - b.forces).max():.2e} eV/A "
-              f"(max |F| {np.abs(a.forces).max():.2f} eV/A), relative virial difference "
-              f"{np.abs(a.virial - b.virial).max() / np.abs(a.virial).max():.2e}")
+        print(
+            f"{name}: |dE| {abs(a.pe - b.pe) / n:.2e} eV/atom, "
+            f"max |dF| {np.abs(a.forces - b.forces).max():.2e} eV/A "
+            f"(max |F| {np.abs(a.forces).max():.2f} eV/A), relative virial difference "
+            f"{np.abs(a.virial - b.virial).max() / np.abs(a.virial).max():.2e}"
+        )
     return 0
 
 

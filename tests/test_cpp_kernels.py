@@ -49,14 +49,18 @@ def run_driver(spec: DescriptorSpec, center: str, vecs, elems, mode: str, c=None
     lines = [f"{len(spec.elements)} {spec.num_functions(center)}"]
     for sf in spec.functions[center]:
         e2 = idx[sf.neighbors[1]] if sf.is_angular else -1
-        lines.append(f"{sf.type} {idx[sf.neighbors[0]]} {e2} {sf.eta!r} {sf.rs!r} {sf.rc!r} "
-                     f"{sf.lambda_!r} {sf.zeta!r} {sf.cutoff_type} {sf.cutoff_alpha!r}")
+        lines.append(
+            f"{sf.type} {idx[sf.neighbors[0]]} {e2} {sf.eta!r} {sf.rs!r} {sf.rc!r} "
+            f"{sf.lambda_!r} {sf.zeta!r} {sf.cutoff_type} {sf.cutoff_alpha!r}"
+        )
     lines.append(str(len(vecs)))
-    lines += [f"{v[0]!r} {v[1]!r} {v[2]!r} {int(e)}" for v, e in
-              zip(vecs.tolist(), elems, strict=True)]
+    lines += [
+        f"{v[0]!r} {v[1]!r} {v[2]!r} {int(e)}" for v, e in zip(vecs.tolist(), elems, strict=True)
+    ]
     lines.append(mode + ("" if c is None else " " + " ".join(repr(float(x)) for x in c)))
-    out = subprocess.run([str(DRIVER)], input="\n".join(lines), capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = subprocess.run(
+        [str(DRIVER)], input="\n".join(lines), capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     G = np.array(out[0].split(), dtype=float)
     rest = np.array([ln.split() for ln in out[1:]], dtype=float)
     return G, rest
@@ -80,9 +84,22 @@ def python_reference(spec: DescriptorSpec, center: str, vecs, elems):
     return G, jac
 
 
-CASES = [(ct, alpha, center) for ct, alpha in ((0, 0.0), (1, 0.0), (1, 0.3), (2, 0.0), (3, 0.0),
-                                               (4, 0.2), (5, 0.1), (6, 0.0), (7, 0.25), (8, 0.4))
-         for center in ("H", "O")]
+CASES = [
+    (ct, alpha, center)
+    for ct, alpha in (
+        (0, 0.0),
+        (1, 0.0),
+        (1, 0.3),
+        (2, 0.0),
+        (3, 0.0),
+        (4, 0.2),
+        (5, 0.1),
+        (6, 0.0),
+        (7, 0.25),
+        (8, 0.4),
+    )
+    for center in ("H", "O")
+]
 
 
 @pytest.mark.parametrize("ctype,alpha,center", CASES)
@@ -119,17 +136,39 @@ def test_kernel_derivatives_match_finite_differences():
             p, m = vecs.copy(), vecs.copy()
             p[k, a] += h
             m[k, a] -= h
-            fd = (run_driver(spec, "O", p, elems, "jacobian")[0]
-                  - run_driver(spec, "O", m, elems, "jacobian")[0]) / (2 * h)
+            fd = (
+                run_driver(spec, "O", p, elems, "jacobian")[0]
+                - run_driver(spec, "O", m, elems, "jacobian")[0]
+            ) / (2 * h)
             np.testing.assert_allclose(jac[:, k, a], fd, rtol=1e-6, atol=1e-8)
 
 
 # One symmetry function as the driver reads it (elements H C O as indices 0 1 2) and as
 # Python's SymmetryFunction; the cases change one parameter of a valid function.
-RADIAL = dict(type=2, e1=0, e2=-1, eta=0.1, rs=0.5, rc=4.0, lambda_=0.0, zeta=0.0,
-              cutoff_type=1, cutoff_alpha=0.0)
-ANGULAR = dict(type=3, e1=0, e2=1, eta=0.1, rs=0.0, rc=4.0, lambda_=1.0, zeta=2.0,
-               cutoff_type=1, cutoff_alpha=0.0)
+RADIAL = dict(
+    type=2,
+    e1=0,
+    e2=-1,
+    eta=0.1,
+    rs=0.5,
+    rc=4.0,
+    lambda_=0.0,
+    zeta=0.0,
+    cutoff_type=1,
+    cutoff_alpha=0.0,
+)
+ANGULAR = dict(
+    type=3,
+    e1=0,
+    e2=1,
+    eta=0.1,
+    rs=0.0,
+    rc=4.0,
+    lambda_=1.0,
+    zeta=2.0,
+    cutoff_type=1,
+    cutoff_alpha=0.0,
+)
 INVALID = {
     "type 4": dict(ANGULAR, type=4),
     # Python names neighbours by element; an angular function with one of them is the
@@ -148,24 +187,52 @@ INVALID = {
 }
 VALID = {
     "radial": RADIAL,
-    "wide angular": dict(ANGULAR, type=9, e1=2, e2=2, lambda_=-1.0, zeta=3.5, cutoff_type=4,
-                         cutoff_alpha=0.2),
+    "wide angular": dict(
+        ANGULAR, type=9, e1=2, e2=2, lambda_=-1.0, zeta=3.5, cutoff_type=4, cutoff_alpha=0.2
+    ),
 }
 
 
 def _driver_accepts(p: dict) -> bool:
-    line = " ".join(repr(p[k]) for k in ("type", "e1", "e2", "eta", "rs", "rc", "lambda_",
-                                          "zeta", "cutoff_type", "cutoff_alpha"))
-    proc = subprocess.run([str(DRIVER)], input=f"{len(ELEMENTS)} 1\n{line}\n0\njacobian\n",
-                          capture_output=True, text=True)
+    line = " ".join(
+        repr(p[k])
+        for k in (
+            "type",
+            "e1",
+            "e2",
+            "eta",
+            "rs",
+            "rc",
+            "lambda_",
+            "zeta",
+            "cutoff_type",
+            "cutoff_alpha",
+        )
+    )
+    proc = subprocess.run(
+        [str(DRIVER)],
+        input=f"{len(ELEMENTS)} 1\n{line}\n0\njacobian\n",
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode in (0, 2), proc.stderr  # not a crash
     return proc.returncode == 0
 
 
 def _python_accepts(p: dict) -> bool:
     neighbors = tuple(ELEMENTS[e] for e in (p["e1"], p["e2"]) if e >= 0)
-    sf = SymmetryFunction(p["type"], "H", neighbors, p["eta"], p["rc"], p["rs"], p["lambda_"],
-                          p["zeta"], p["cutoff_type"], p["cutoff_alpha"])
+    sf = SymmetryFunction(
+        p["type"],
+        "H",
+        neighbors,
+        p["eta"],
+        p["rc"],
+        p["rs"],
+        p["lambda_"],
+        p["zeta"],
+        p["cutoff_type"],
+        p["cutoff_alpha"],
+    )
     try:
         sf.validate()
     except NNMDError:
@@ -188,16 +255,24 @@ def test_limits_agree_with_python():
     from nnmd_lammps.descriptors import limits
 
     header = (REPO / "lammps_plugin" / "kernels" / "limits.h").read_text()
-    cpp = {name: float(value) for name, value in
-           re.findall(r"constexpr\s+(?:int|double)\s+(\w+)\s*=\s*([-+0-9.eE]+)\s*;", header)}
+    cpp = {
+        name: float(value)
+        for name, value in re.findall(
+            r"constexpr\s+(?:int|double)\s+(\w+)\s*=\s*([-+0-9.eE]+)\s*;", header
+        )
+    }
     assert set(cpp) >= {"MAX_INTEGER_ZETA", "MAX_MOMENT_ORDER", "EXP_CUTOFF_MAX_X"}
     for name, value in cpp.items():
         assert getattr(limits, name) == value, name
 
 
 def test_driver_rejects_bad_parameters():
-    proc = subprocess.run([str(DRIVER)], input="1 1\n3 0 0 0.1 0 4.0 0.5 1 1 0\n0\njacobian\n",
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(DRIVER)],
+        input="1 1\n3 0 0 0.1 0 4.0 0.5 1 1 0\n0\njacobian\n",
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "lambda must be +1 or -1" in proc.stderr
 
@@ -216,8 +291,9 @@ def test_linear_scaling_type9_equals_direct_sum(ctype):
                 for eta in (0.01, 0.07):
                     for zeta in (1.0, 2.0, 4.0, 8.0, 16.0):
                         for lam in (-1.0, 1.0):
-                            fns[c].append(SymmetryFunction(9, c, (a, b), eta, 5.5, 0.0, lam,
-                                                           zeta, ctype))
+                            fns[c].append(
+                                SymmetryFunction(9, c, (a, b), eta, 5.5, 0.0, lam, zeta, ctype)
+                            )
     spec = DescriptorSpec(ELEMENTS, fns)
     atoms = bulk("Cu", "fcc", a=2.9).repeat(5)
     atoms.rattle(0.1, seed=3)

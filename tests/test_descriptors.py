@@ -34,8 +34,14 @@ def test_cutoff_values_and_derivatives(ctype, alpha):
     assert torch.allclose(f, ref, rtol=1e-13, atol=1e-13)
     # derivative against central differences of the reference
     h = 1e-6
-    fd = torch.tensor([(fc_ref(float(x) + h, rc, ctype, alpha) - fc_ref(float(x) - h, rc, ctype,
-                        alpha)) / (2 * h) for x in r], dtype=torch.float64)
+    fd = torch.tensor(
+        [
+            (fc_ref(float(x) + h, rc, ctype, alpha) - fc_ref(float(x) - h, rc, ctype, alpha))
+            / (2 * h)
+            for x in r
+        ],
+        dtype=torch.float64,
+    )
     rci = alpha * rc if ctype not in (2, 3) else -1.0
     smooth = ((r - rc).abs() > 1e-3) & ((r - rci).abs() > 1e-3)
     assert torch.allclose(df[smooth], fd[smooth], rtol=1e-6, atol=1e-8)
@@ -47,16 +53,18 @@ def test_cutoff_hand_values():
     rc = 4.0
     r = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     cos = cutoff_function(r, rc, 1)[0]
-    assert cos.tolist() == pytest.approx([0.5 * (math.cos(math.pi / 4) + 1), 0.5, 0.5 * (
-        math.cos(3 * math.pi / 4) + 1)], rel=1e-15)
+    assert cos.tolist() == pytest.approx(
+        [0.5 * (math.cos(math.pi / 4) + 1), 0.5, 0.5 * (math.cos(3 * math.pi / 4) + 1)], rel=1e-15
+    )
     # poly2 at x = 1/2: ((15 - 3) / 2 - 10) / 8 + 1 = 1/2
     assert float(cutoff_function(torch.tensor([2.0], dtype=torch.float64), rc, 6)[0]) == 0.5
     # poly1 with alpha = 0.5: inner region is 1, x = (3 - 2) / 2 = 1/2 -> 1/2
     p = cutoff_function(torch.tensor([1.0, 3.0], dtype=torch.float64), rc, 5, 0.5)[0]
     assert p.tolist() == [1.0, 0.5]
     # tanh (normalised) equals 1 at r = 0
-    assert float(cutoff_function(torch.tensor([0.0], dtype=torch.float64), rc, 3)[0]) == \
-        pytest.approx(1.0, rel=1e-15)
+    assert float(
+        cutoff_function(torch.tensor([0.0], dtype=torch.float64), rc, 3)[0]
+    ) == pytest.approx(1.0, rel=1e-15)
 
 
 def _descriptors(atoms_list, spec):
@@ -80,8 +88,9 @@ def _functions_as_dicts(spec):
 
 CLUSTERS = {
     "triangle": Atoms("HHO", positions=[[0, 0, 0], [1.1, 0.2, 0], [0.3, 1.3, 0.4]]),
-    "tetra": Atoms("OHHO", positions=[[0, 0, 0], [0.96, 0, 0.1], [-0.3, 0.9, -0.2],
-                                      [1.2, 1.9, 1.1]]),
+    "tetra": Atoms(
+        "OHHO", positions=[[0, 0, 0], [0.96, 0, 0.1], [-0.3, 0.9, -0.2], [1.2, 1.9, 1.1]]
+    ),
 }
 
 
@@ -93,8 +102,13 @@ def test_clusters_against_reference(name, ctype):
     spec = DescriptorSpec(["H", "O"], mixed_functions(["H", "O"], 2.8, ctype, alpha))
     _, desc = _descriptors([atoms], spec)
     got = _as_rows(desc, len(atoms))
-    ref = g_ref(atoms.get_chemical_symbols(), atoms.positions, np.zeros((3, 3)), [False] * 3,
-                _functions_as_dicts(spec))
+    ref = g_ref(
+        atoms.get_chemical_symbols(),
+        atoms.positions,
+        np.zeros((3, 3)),
+        [False] * 3,
+        _functions_as_dicts(spec),
+    )
     for g, r in zip(got, ref, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-14)
     assert max(abs(x) for row in ref for x in row) > 0.1  # the check is not vacuous
@@ -118,8 +132,9 @@ def test_equilateral_triangle_closed_form():
     for t in (3, 9):
         for lam, zeta in ((1.0, 1.0), (-1.0, 2.0), (1.0, 3.5)):
             n = 3 if t == 3 else 2
-            expect.append(2 ** (1 - zeta) * (1 + lam / 2) ** zeta * math.exp(-n * eta * d * d)
-                          * fc**n)
+            expect.append(
+                2 ** (1 - zeta) * (1 + lam / 2) ** zeta * math.exp(-n * eta * d * d) * fc**n
+            )
     expect.append(2 * math.exp(-eta * d * d) * fc)
     for row in desc.G[0].tolist():
         assert row == pytest.approx(expect, rel=1e-14)
@@ -129,8 +144,10 @@ def test_narrow_angular_needs_rjk_within_cutoff():
     """Type 3 drops a triplet when r_jk >= rc, type 9 keeps it."""
     rc = 2.0
     atoms = Atoms("Ne3", positions=[[0, 0, 0], [1.5, 0, 0], [-1.5, 0, 0]])  # r_jk = 3 > rc
-    fns = [SymmetryFunction(3, "Ne", ("Ne", "Ne"), 0.0, rc, 0.0, -1.0, 1.0, 1),
-           SymmetryFunction(9, "Ne", ("Ne", "Ne"), 0.0, rc, 0.0, -1.0, 1.0, 1)]
+    fns = [
+        SymmetryFunction(3, "Ne", ("Ne", "Ne"), 0.0, rc, 0.0, -1.0, 1.0, 1),
+        SymmetryFunction(9, "Ne", ("Ne", "Ne"), 0.0, rc, 0.0, -1.0, 1.0, 1),
+    ]
     _, desc = _descriptors([atoms], DescriptorSpec(["Ne"], {"Ne": fns}))
     g_center = desc.G[0][0].tolist()
     fc = 0.5 * (math.cos(math.pi * 1.5 / rc) + 1)
@@ -148,8 +165,7 @@ def test_small_triclinic_cell_against_brute_force(pbc):
     spec = DescriptorSpec(["H", "O"], mixed_functions(["H", "O"], 3.2, 2))
     _, desc = _descriptors([atoms], spec)
     got = _as_rows(desc, 3)
-    ref = g_ref(atoms.get_chemical_symbols(), atoms.positions, cell, pbc,
-                _functions_as_dicts(spec))
+    ref = g_ref(atoms.get_chemical_symbols(), atoms.positions, cell, pbc, _functions_as_dicts(spec))
     for g, r in zip(got, ref, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-13)
 
@@ -167,29 +183,13 @@ def test_analytic_derivatives_match_autograd(ternary_potential):
     for e in range(len(pot.elements)):
         G, dG, idx = desc.G[e], desc.dGdd[e], desc.pair_index[e]
         for s in range(G.shape[1]):
-            grad, = torch.autograd.grad(G[:, s].sum(), vec, retain_graph=True)
-            np.testing.assert_allclose(dG[:, s].detach().numpy(), grad[idx].numpy(),
-                                       rtol=1e-10, atol=1e-12)
+            (grad,) = torch.autograd.grad(G[:, s].sum(), vec, retain_graph=True)
+            np.testing.assert_allclose(
+                dG[:, s].detach().numpy(), grad[idx].numpy(), rtol=1e-10, atol=1e-12
+            )
             outside = torch.ones(len(vec), dtype=torch.bool)
             outside[idx] = False
             outside &= batch.species[batch.centers] == e
             assert float(grad[outside].abs().sum()) == 0.0
             checked += int((grad[idx].abs() > 1e-8).sum())
     assert checked > 1000
-
-
-def test_limits_are_the_same_in_python_and_cpp():
-    """The named constants of docs/symmetry_functions.md section 8: every constant of the
-    C++ header has the Python value of the same name."""
-    import re
-
-    from nnmd_lammps import limits
-
-    from conftest import REPO
-
-    header = (REPO / "lammps_plugin" / "kernels" / "limits.h").read_text()
-    found = re.findall(r"constexpr\s+(?:int|double)\s+(\w+)\s*=\s*([0-9.eE+-]+)\s*;", header)
-    assert {name for name, _ in found} >= {"MAX_INTEGER_ZETA", "MAX_MOMENT_ORDER",
-                                           "EXP_CUTOFF_MAX_X"}
-    for name, value in found:
-        assert float(value) == getattr(limits, name), name

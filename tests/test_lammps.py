@@ -44,8 +44,14 @@ def plugin_built():
 
 @pytest.fixture(scope="module")
 def ternary(tmp_path_factory):
-    pot = random_potential(["C", "N", "Cu"], seed=21, rc=4.0, cutoff_type=6, alpha=0.15,
-                           activations=("tanh", "softplus", "identity"))
+    pot = random_potential(
+        ["C", "N", "Cu"],
+        seed=21,
+        rc=4.0,
+        cutoff_type=6,
+        alpha=0.15,
+        activations=("tanh", "softplus", "identity"),
+    )
     path = save_potential(pot, tmp_path_factory.mktemp("model") / "ternary.pt")
     return pot, path
 
@@ -63,8 +69,10 @@ def _random(symbols: str, cell, pbc, seed: int, min_dist: float = 1.0) -> Atoms:
 
 def _voigt(m: np.ndarray) -> np.ndarray:
     """3x3 (or N x 3 x 3) -> LAMMPS order xx yy zz xy xz yz."""
-    return np.stack([m[..., 0, 0], m[..., 1, 1], m[..., 2, 2], m[..., 0, 1], m[..., 0, 2],
-                     m[..., 1, 2]], axis=-1)
+    return np.stack(
+        [m[..., 0, 0], m[..., 1, 1], m[..., 2, 2], m[..., 0, 1], m[..., 0, 2], m[..., 1, 2]],
+        axis=-1,
+    )
 
 
 def _compare(pot, model_path, atoms, types, workdir, nprocs=1, pair_style_args=""):
@@ -72,8 +80,11 @@ def _compare(pot, model_path, atoms, types, workdir, nprocs=1, pair_style_args="
     Path(workdir).mkdir(parents=True, exist_ok=True)
     data = Path(workdir) / "structure.data"
     write_lammps_data(data, frame, types)
-    res = run_lammps(single_point_deck(data, model_path, types, boundary_of(frame),
-                                       pair_style_args), workdir, nprocs)
+    res = run_lammps(
+        single_point_deck(data, model_path, types, boundary_of(frame), pair_style_args),
+        workdir,
+        nprocs,
+    )
     # the Python model on exactly LAMMPS's coordinates (LAMMPS may have wrapped atoms)
     mine = frame.copy()
     mine.positions = res.positions
@@ -113,8 +124,14 @@ def test_type9_evaluation_methods_agree_with_python(ternary, tmp_path, method):
     """pair_style nnmd type9 direct / type9 moments (the default chooses per atom)."""
     pot, path = ternary
     symbols, cell, pbc = STRUCTURES["orthogonal"]
-    _compare(pot, path, _random(symbols, cell, pbc, seed=8), ["C", "N", "Cu"], tmp_path,
-             pair_style_args=f"type9 {method}")
+    _compare(
+        pot,
+        path,
+        _random(symbols, cell, pbc, seed=8),
+        ["C", "N", "Cu"],
+        tmp_path,
+        pair_style_args=f"type9 {method}",
+    )
 
 
 def test_two_ranks_and_type_mapping(ternary, tmp_path):
@@ -154,27 +171,44 @@ def test_hybrid_with_null_type(tmp_path):
     write_lammps_data(data, frame, ["Cu", "Ar"])
     deck = single_point_deck(data, model, ["Cu", "Ar"])
     k = deck.index(next(c for c in deck if c.startswith("pair_style")))
-    deck[k:k + 2] = ["pair_style hybrid/overlay nnmd lj/cut 3.0",
-                     f"pair_coeff * * nnmd {model} Cu NULL", "pair_coeff * * lj/cut 0.0 1.0"]
+    deck[k : k + 2] = [
+        "pair_style hybrid/overlay nnmd lj/cut 3.0",
+        f"pair_coeff * * nnmd {model} Cu NULL",
+        "pair_coeff * * lj/cut 0.0 1.0",
+    ]
     res = run_lammps(deck, tmp_path)
     cu = frame[[s == "Cu" for s in frame.get_chemical_symbols()]]
     cu.positions = res.positions[: len(cu)]
     ref = pot.evaluate([cu])[0]
     assert res.pe == pytest.approx(ref.energy, rel=1e-12)
     np.testing.assert_allclose(res.forces[: len(cu)], ref.forces, atol=1e-10)
-    assert np.abs(res.forces[len(cu):]).max() == 0.0
+    assert np.abs(res.forces[len(cu) :]).max() == 0.0
 
 
 # -- molecular dynamics ------------------------------------------------------------------------
 
-def _md_deck(data: Path, model: Path, log: Path, steps: int, dt: float, thermo: int,
-             extra=()) -> list[str]:
-    return [f"log {log}", "units metal", "atom_style atomic", "boundary p p p", *extra,
-            f"read_data {data}", "pair_style nnmd", f"pair_coeff * * {model} Cu",
-            "neighbor 1.0 bin", "velocity all create 600 4928 loop geom", "fix 1 all nve",
-            f"timestep {dt}", f"thermo {thermo}",
-            "thermo_style custom step temp pe ke etotal press pxx pyz",
-            "thermo_modify format float %.16g", f"run {steps}"]
+
+def _md_deck(
+    data: Path, model: Path, log: Path, steps: int, dt: float, thermo: int, extra=()
+) -> list[str]:
+    return [
+        f"log {log}",
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        *extra,
+        f"read_data {data}",
+        "pair_style nnmd",
+        f"pair_coeff * * {model} Cu",
+        "neighbor 1.0 bin",
+        "velocity all create 600 4928 loop geom",
+        "fix 1 all nve",
+        f"timestep {dt}",
+        f"thermo {thermo}",
+        "thermo_style custom step temp pe ke etotal press pxx pyz",
+        "thermo_modify format float %.16g",
+        f"run {steps}",
+    ]
 
 
 def _thermo(log: Path) -> np.ndarray:
@@ -206,8 +240,9 @@ def test_nve_identical_on_1_to_4_ranks(copper, tmp_path):
     runs = {}
     for n in (1, 2, 3, 4):
         log = tmp_path / f"np{n}.log"
-        run_lammps(_md_deck(data, model, log, steps=60, dt=0.002, thermo=10), tmp_path / f"r{n}",
-                   nprocs=n)
+        run_lammps(
+            _md_deck(data, model, log, steps=60, dt=0.002, thermo=10), tmp_path / f"r{n}", nprocs=n
+        )
         runs[n] = _thermo(log)
     assert runs[1].shape == (7, 8)
     for n in (2, 3, 4):
@@ -226,8 +261,11 @@ def test_rank_without_atoms(copper, tmp_path):
     for n in (1, 4):
         log = tmp_path / f"slab{n}.log"
         extra = ["processors 4 1 1"] if n == 4 else []
-        run_lammps(_md_deck(data, model, log, steps=20, dt=0.002, thermo=5, extra=extra),
-                   tmp_path / f"s{n}", nprocs=n)
+        run_lammps(
+            _md_deck(data, model, log, steps=20, dt=0.002, thermo=5, extra=extra),
+            tmp_path / f"s{n}",
+            nprocs=n,
+        )
         logs[n] = _thermo(log)
     np.testing.assert_allclose(logs[4], logs[1], rtol=1e-10, atol=1e-10)
     text = (tmp_path / "slab4.log").read_text()
@@ -246,14 +284,17 @@ def test_nve_energy_conservation(copper, tmp_path):
     time_ps = th[:, 0] * 0.001
     drift = np.polyfit(time_ps, etot / natoms, 1)[0]  # eV/atom/ps
     spread = (etot.max() - etot.min()) / natoms
-    print(f"NVE 2000 x 1 fs, 108 atoms: drift {drift:.2e} eV/atom/ps, "
-          f"max-min {spread:.2e} eV/atom, <T> {th[:, 1].mean():.0f} K")
+    print(
+        f"NVE 2000 x 1 fs, 108 atoms: drift {drift:.2e} eV/atom/ps, "
+        f"max-min {spread:.2e} eV/atom, <T> {th[:, 1].mean():.0f} K"
+    )
     assert th[:, 1].mean() > 100  # the crystal is really moving
     assert abs(drift) < 1e-5
     assert spread < 2e-5
 
 
 # -- the imported n2p2 water potential ------------------------------------------------------------
+
 
 @requires_shared_data
 def test_water_step0_energy(tmp_path):
@@ -263,15 +304,37 @@ def test_water_step0_energy(tmp_path):
     from nnmd_lammps.model import Potential
 
     model = tmp_path / "h2o.pt"
-    assert main(["import-n2p2", str(SHARED_DATA / "n2p2" / "H2O_RPBE-D3"), "--length-unit",
-                 "bohr", "--energy-unit", "hartree", "-o", str(model)]) == 0
+    assert (
+        main(
+            [
+                "import-n2p2",
+                str(SHARED_DATA / "n2p2" / "H2O_RPBE-D3"),
+                "--length-unit",
+                "bohr",
+                "--energy-unit",
+                "hartree",
+                "-o",
+                str(model),
+            ]
+        )
+        == 0
+    )
     data = SHARED_DATA / "lammps" / "H2O-360mol" / "data.H2O-360mol"
-    atoms = read(data, format="lammps-data", atom_style="atomic", Z_of_type={1: 1, 2: 8},
-                 units="metal")
+    atoms = read(
+        data, format="lammps-data", atom_style="atomic", Z_of_type={1: 1, 2: 8}, units="metal"
+    )
     python_e = Potential.load(model).evaluate([atoms], forces=False)[0].energy
     n2p2_e = -27564.547347815904 * units.Hartree
-    deck = ["units metal", "atom_style atomic", "boundary p p p", f"read_data {data}",
-            "pair_style nnmd", f"pair_coeff * * {model} H O", "neighbor 1.0 bin", "run 0"]
+    deck = [
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        f"read_data {data}",
+        "pair_style nnmd",
+        f"pair_coeff * * {model} H O",
+        "neighbor 1.0 bin",
+        "run 0",
+    ]
     pes = [run_lammps(deck, tmp_path / f"np{n}", nprocs=n).pe for n in (1, 2)]
     for pe in pes:
         assert abs(pe - python_e) < 1e-10 * abs(python_e)
@@ -281,11 +344,17 @@ def test_water_step0_energy(tmp_path):
 
 # -- errors --------------------------------------------------------------------------------------
 
+
 def _lmp_error(tmp_path: Path, lines: list[str]) -> str:
     deck = tmp_path / "in.bad"
     deck.write_text("\n".join(lines) + "\n")
-    proc = subprocess.run([venv_bin("lmp"), "-in", str(deck), "-log", "none"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [venv_bin("lmp"), "-in", str(deck), "-log", "none"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out  # a LAMMPS error exit, not a crash (signal) or success
     assert "Segmentation" not in out and "terminate called" not in out
@@ -310,21 +379,35 @@ BAD = {
     "missing": (["pair_style nnmd", "pair_coeff * * {d}/missing.pt Cu"], "cannot open model"),
     "garbage": (["pair_style nnmd", "pair_coeff * * {d}/garbage.pt Cu"], "not a readable model"),
     "pickle": (["pair_style nnmd", "pair_coeff * * {d}/pickle.pt Cu"], "not a readable model"),
-    "element": (["pair_style nnmd", "pair_coeff * * {model} Zr"], "element Zr (atom type 1) "
-                "is not in model"),
-    "count": (["pair_style nnmd", "pair_coeff * * {model} Cu Cu"], "1 atom type(s) but 2 "
-              "element(s) given"),
-    "newton": (["newton off", "pair_style nnmd", "pair_coeff * * {model} Cu"],
-               "requires newton pair on"),
-    "cutoff": (["pair_style nnmd cutoff 3.0", "pair_coeff * * {model} Cu"],
-               "cutoff 3 is smaller than the largest symmetry-function cutoff 4.2"),
-    "keyword": (["pair_style nnmd thread 2", "pair_coeff * * {model} Cu"],
-                "unknown keyword thread"),
-    "type9": (["pair_style nnmd type9 fast", "pair_coeff * * {model} Cu"],
-              "type9 must be auto, direct or moments, got fast"),
+    "element": (
+        ["pair_style nnmd", "pair_coeff * * {model} Zr"],
+        "element Zr (atom type 1) is not in model",
+    ),
+    "count": (
+        ["pair_style nnmd", "pair_coeff * * {model} Cu Cu"],
+        "1 atom type(s) but 2 element(s) given",
+    ),
+    "newton": (
+        ["newton off", "pair_style nnmd", "pair_coeff * * {model} Cu"],
+        "requires newton pair on",
+    ),
+    "cutoff": (
+        ["pair_style nnmd cutoff 3.0", "pair_coeff * * {model} Cu"],
+        "cutoff 3 is smaller than the largest symmetry-function cutoff 4.2",
+    ),
+    "keyword": (
+        ["pair_style nnmd thread 2", "pair_coeff * * {model} Cu"],
+        "unknown keyword thread",
+    ),
+    "type9": (
+        ["pair_style nnmd type9 fast", "pair_coeff * * {model} Cu"],
+        "type9 must be auto, direct or moments, got fast",
+    ),
     # g5: the deprecated alias of type9 is still parsed as that keyword
-    "g5_alias": (["pair_style nnmd g5 fast", "pair_coeff * * {model} Cu"],
-                 "g5 must be auto, direct or moments, got fast"),
+    "g5_alias": (
+        ["pair_style nnmd g5 fast", "pair_coeff * * {model} Cu"],
+        "g5 must be auto, direct or moments, got fast",
+    ),
 }
 
 
@@ -342,8 +425,17 @@ def test_bad_input_gives_lammps_error(bad_setup, tmp_path, case):
 
 def test_unsupported_units(bad_setup, tmp_path):
     model, data, _ = bad_setup
-    err = _lmp_error(tmp_path, ["units real", "atom_style atomic", f"read_data {data}",
-                                "pair_style nnmd", f"pair_coeff * * {model} Cu", "run 0"])
+    err = _lmp_error(
+        tmp_path,
+        [
+            "units real",
+            "atom_style atomic",
+            f"read_data {data}",
+            "pair_style nnmd",
+            f"pair_coeff * * {model} Cu",
+            "run 0",
+        ],
+    )
     assert "requires units metal" in err
 
 
@@ -375,8 +467,17 @@ def test_corrupt_metadata(copper, tmp_path, case):
             sf[key] = value
 
     bad = rewrite_metadata(model, tmp_path / "bad.pt", corrupt)
-    err = _lmp_error(tmp_path, ["units metal", "atom_style atomic", f"read_data {data}",
-                                "pair_style nnmd", f"pair_coeff * * {bad} Cu", "run 0"])
+    err = _lmp_error(
+        tmp_path,
+        [
+            "units metal",
+            "atom_style atomic",
+            f"read_data {data}",
+            "pair_style nnmd",
+            f"pair_coeff * * {bad} Cu",
+            "run 0",
+        ],
+    )
     assert needle in err, err
 
 
@@ -385,10 +486,28 @@ def test_example_deck_runs(copper, tmp_path):
     and its per-atom sums equal the globals."""
     model, _ = copper
     deck = REPO / "examples" / "lammps" / "in.nvt"
-    proc = subprocess.run([venv_bin("mpirun"), "-np", "2", venv_bin("lmp"), "-in", str(deck),
-                           "-var", "model", str(model), "-var", "steps", "200", "-log",
-                           "log.nvt"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            venv_bin("mpirun"),
+            "-np",
+            "2",
+            venv_bin("lmp"),
+            "-in",
+            str(deck),
+            "-var",
+            "model",
+            str(model),
+            "-var",
+            "steps",
+            "200",
+            "-log",
+            "log.nvt",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     th = _thermo(tmp_path / "log.nvt")
     assert th.shape == (3, 13)
@@ -403,14 +522,17 @@ def test_float32_networks_error_bound(copper, tmp_path):
     model, data = copper
     res = {}
     for prec in ("float64", "float32"):
-        res[prec] = run_lammps(single_point_deck(data, model, ["Cu"],
-                                                 pair_style_args=f"precision {prec}"),
-                               tmp_path / prec)
+        res[prec] = run_lammps(
+            single_point_deck(data, model, ["Cu"], pair_style_args=f"precision {prec}"),
+            tmp_path / prec,
+        )
     n = len(res["float64"].ids)
     de = abs(res["float32"].pe - res["float64"].pe) / n
     df = np.abs(res["float32"].forces - res["float64"].forces).max()
     fscale = np.abs(res["float64"].forces).max()
-    print(f"float32 networks: |dE| {de:.2e} eV/atom, max |dF| {df:.2e} eV/A "
-          f"(max |F| {fscale:.2f} eV/A)")
+    print(
+        f"float32 networks: |dE| {de:.2e} eV/atom, max |dF| {df:.2e} eV/A "
+        f"(max |F| {fscale:.2f} eV/A)"
+    )
     assert 0.0 < de < 1e-5
     assert 0.0 < df < 1e-4

@@ -64,8 +64,9 @@ def imports_of(path: Path) -> set[str]:
 def graph() -> dict[str, set[str]]:
     files = sorted(PACKAGE.rglob("*.py"))
     names = {module_name(f) for f in files}
-    return {module_name(f): {m for m in imports_of(f) if m in names} - {module_name(f)}
-            for f in files}
+    return {
+        module_name(f): {m for m in imports_of(f) if m in names} - {module_name(f)} for f in files
+    }
 
 
 def part(module: str) -> str:
@@ -85,7 +86,7 @@ def test_no_import_cycle_between_modules():
         stack.append(m)
         for n in sorted(g[m]):
             if state.get(n) == 1 and not m.startswith(n + "."):
-                cycle = [*stack[stack.index(n):], n]
+                cycle = [*stack[stack.index(n) :], n]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if n not in state:
                 visit(n)
@@ -125,7 +126,9 @@ def _absolute_imports(text: str) -> set[str]:
 
 
 def test_entry_point_and_interop_package_import_no_torch():
-    code = ("import sys, nnmd_lammps, nnmd_lammps.plugin_path, nnmd_lammps.interop; "
-            "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    code = (
+        "import sys, nnmd_lammps, nnmd_lammps.plugin_path, nnmd_lammps.interop; "
+        "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

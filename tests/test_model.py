@@ -74,13 +74,20 @@ def test_network_matches_reference_and_backprop_matches_autograd(normalize):
     acts = ["tanh", "softplus", "sigmoid", "silu", "shifted_softplus", "identity"]
     spec = NetworkSpec([6, 7, 5, 4, 4, 3, 1], acts, normalize)
     rng = np.random.default_rng(0)
-    sp = ScalingParams("scale", 0.0, 1.0, rng.random(6).tolist(), (2 + rng.random(6)).tolist(),
-                       [0.0] * 6, [1.0] * 6)
+    sp = ScalingParams(
+        "scale",
+        0.0,
+        1.0,
+        rng.random(6).tolist(),
+        (2 + rng.random(6)).tolist(),
+        [0.0] * 6,
+        [1.0] * 6,
+    )
     net = ElementNetwork(spec, sp, 1.7, -0.3)
     scripted = script(HDNNP(["Si"], [net]))
     g = torch.tensor(rng.random((9, 6)) * 3, dtype=torch.float64, requires_grad=True)
     e_auto = net(g)
-    grad_auto, = torch.autograd.grad(e_auto.sum(), g)
+    (grad_auto,) = torch.autograd.grad(e_auto.sum(), g)
     with torch.no_grad():
         e, grad = scripted.energy_and_gradient(0, g.detach())
     layers = [(lin.weight.detach().numpy(), lin.bias.detach().numpy()) for lin in net.linears]
@@ -100,8 +107,9 @@ def test_model_file_round_trip(tmp_path, binary_potential):
     desc = ModelDescription()
     for i, e in enumerate(pot.elements):
         net = pot.network.networks[i]
-        desc.networks[e] = NetworkSpec([lin.in_features for lin in net.linears] + [1],
-                                       list(net.activations))
+        desc.networks[e] = NetworkSpec(
+            [lin.in_features for lin in net.linears] + [1], list(net.activations)
+        )
         desc.scaling[e] = ScalingParams.identity(pot.spec.num_functions(e))
     path = tmp_path / "m.pt"
     save_model(path, pot.spec, pot.network, desc, {"kind": "test"})
@@ -132,8 +140,9 @@ def test_loading_rejects_non_model_files(tmp_path):
 def test_metadata_version_is_checked(tmp_path, binary_potential):
     path = save_potential(binary_potential, tmp_path / "m.pt")
     # rewrite the archive with a future format version
-    bad = rewrite_metadata(path, tmp_path / "future.pt",
-                           lambda meta: meta.update(format_version=99))
+    bad = rewrite_metadata(
+        path, tmp_path / "future.pt", lambda meta: meta.update(format_version=99)
+    )
     with pytest.raises(NNMDError, match="format version 99"):
         load_model(bad)
 
@@ -144,8 +153,9 @@ def test_metadata_with_nan_is_rejected(tmp_path, binary_potential):
     path = save_potential(binary_potential, tmp_path / "m.pt")
     meta = read_metadata(path)
     assert "NaN" not in json.dumps(meta)
-    bad = rewrite_metadata(path, tmp_path / "nan.pt",
-                           lambda m: m["energy"].update(scale=float("nan")))
+    bad = rewrite_metadata(
+        path, tmp_path / "nan.pt", lambda m: m["energy"].update(scale=float("nan"))
+    )
     with pytest.raises(NNMDError, match="corrupt model metadata"):
         read_metadata(bad)
     binary_potential.description.energy_scale = float("nan")

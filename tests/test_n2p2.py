@@ -37,11 +37,30 @@ def test_water_matches_n2p2_expected_output(tmp_path):
     """The issue's acceptance check, through the command line."""
     model = tmp_path / "h2o.pt"
     out = tmp_path / "out.extxyz"
-    r = run_nnmd("import-n2p2", str(WATER), "--length-unit", "bohr", "--energy-unit",
-                 "hartree", "-o", str(model))
+    r = run_nnmd(
+        "import-n2p2",
+        str(WATER),
+        "--length-unit",
+        "bohr",
+        "--energy-unit",
+        "hartree",
+        "-o",
+        str(model),
+    )
     assert r.returncode == 0, r.stderr
-    r = run_nnmd("predict", str(model), str(WATER / "input.data"), "--format", "n2p2",
-                 "--length-unit", "bohr", "--energy-unit", "hartree", "-o", str(out))
+    r = run_nnmd(
+        "predict",
+        str(model),
+        str(WATER / "input.data"),
+        "--format",
+        "n2p2",
+        "--length-unit",
+        "bohr",
+        "--energy-unit",
+        "hartree",
+        "-o",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     import ase.io
 
@@ -82,10 +101,12 @@ def _synthetic_functions(rng: random.Random) -> list[tuple]:
                 fns.append((c, 2, (n,), eta, rs, 8.0, 0.0, 0.0))
         for pair in (("O", "O"), ("O", "Zn"), ("Zn", "Zn")):
             for t in (3, 9):
-                for eta, lam, zeta, rs, rc in ((0.01, 1.0, 1.0, 0.0, 8.0),
-                                               (0.02, -1.0, 2.0, 0.0, 8.0),
-                                               (0.015, 1.0, 1.5, 0.7, 9.5),
-                                               (0.005, -1.0, 4.0, 0.0, 9.5)):
+                for eta, lam, zeta, rs, rc in (
+                    (0.01, 1.0, 1.0, 0.0, 8.0),
+                    (0.02, -1.0, 2.0, 0.0, 8.0),
+                    (0.015, 1.0, 1.5, 0.7, 9.5),
+                    (0.005, -1.0, 4.0, 0.0, 9.5),
+                ):
                     fns.append((c, t, pair, eta, rs, rc, lam, zeta))
     rng.shuffle(fns)
     return fns
@@ -105,26 +126,41 @@ def _n2p2_order(fns, center):
     """n2p2's sort key (type, cutoff type, alpha, rc, eta, rs, zeta, lambda, elements)."""
     idx = {e: i for i, e in enumerate(ELEMENTS_SORTED)}
     mine = [f for f in fns if f[0] == center]
-    return sorted(mine, key=lambda f: (f[1], f[5], f[3], f[4], f[7], f[6],
-                                       tuple(sorted(idx[x] for x in f[2]))))
+    return sorted(
+        mine,
+        key=lambda f: (f[1], f[5], f[3], f[4], f[7], f[6], tuple(sorted(idx[x] for x in f[2]))),
+    )
 
 
-def write_synthetic_potential(d: Path, seed: int, ctype: str, acts: str, scaling: list[str],
-                              hidden=(6, 5), normalise=True) -> dict:
+def write_synthetic_potential(
+    d: Path, seed: int, ctype: str, acts: str, scaling: list[str], hidden=(6, 5), normalise=True
+) -> dict:
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     fns = _synthetic_functions(rng)
     norm = {"mean_energy": -3.25, "conv_energy": 41.5, "conv_length": 1.7} if normalise else {}
     offsets = {"O": -74.9, "Zn": -1777.1}
-    lines = ["# synthetic potential written by the test suite", "number_of_elements 2",
-             "elements Zn O", f"cutoff_type {ctype}"]
+    lines = [
+        "# synthetic potential written by the test suite",
+        "number_of_elements 2",
+        "elements Zn O",
+        f"cutoff_type {ctype}",
+    ]
     lines += [f"{k} {v!r}" for k, v in norm.items()]
     lines += [f"atom_energy {e} {v!r}" for e, v in offsets.items()]
-    lines += [f"global_hidden_layers_short {len(hidden)}",
-              "global_nodes_short " + " ".join(map(str, hidden)),
-              f"global_activation_short {acts}"]
-    lines += [*scaling, "scale_min_short -0.5", "scale_max_short 1.5", "epochs 10",
-              "kalman_type 0", "use_short_forces"]
+    lines += [
+        f"global_hidden_layers_short {len(hidden)}",
+        "global_nodes_short " + " ".join(map(str, hidden)),
+        f"global_activation_short {acts}",
+    ]
+    lines += [
+        *scaling,
+        "scale_min_short -0.5",
+        "scale_max_short 1.5",
+        "epochs 10",
+        "kalman_type 0",
+        "use_short_forces",
+    ]
     lines += [_sf_line(f) for f in fns]
     (d / "input.nn").write_text("\n".join(lines) + "\n")
     # scaling statistics, in n2p2's order
@@ -155,19 +191,42 @@ def write_synthetic_potential(d: Path, seed: int, ctype: str, acts: str, scaling
         weights[e] = order
     (d / "scaling.data").write_text("\n".join(sc_lines) + "\n")
     names = {"l": "identity", "t": "tanh", "s": "sigmoid", "p": "softplus"}
-    return {"order": weights, "stats": stats, "nets": nets, "norm": norm, "offsets": offsets,
-            "acts": [names[a] for a in acts.split()], "ctype": ctype, "scaling": scaling}
+    return {
+        "order": weights,
+        "stats": stats,
+        "nets": nets,
+        "norm": norm,
+        "offsets": offsets,
+        "acts": [names[a] for a in acts.split()],
+        "ctype": ctype,
+        "scaling": scaling,
+    }
 
 
-def reference_energy_hartree(info: dict, symbols, pos_bohr, cell_bohr, pbc,
-                             constants: bool = True) -> float:
+def reference_energy_hartree(
+    info: dict, symbols, pos_bohr, cell_bohr, pbc, constants: bool = True
+) -> float:
     """Independent n2p2-style evaluation in the potential's own units (``constants``:
     include mean_energy and atom_energy, which do not change forces)."""
     ct = [float(x) for x in info["ctype"].split()]
     ctype, alpha = int(ct[0]), (ct[1] if len(ct) > 1 else 0.0)
-    funcs = {e: [dict(type=f[1], neighbors=list(f[2]), eta=f[3], rs=f[4], rc=f[5], **{
-        "lambda": f[6]}, zeta=f[7], cutoff_type=ctype, cutoff_alpha=alpha)
-        for f in info["order"][e]] for e in ELEMENTS_SORTED}
+    funcs = {
+        e: [
+            dict(
+                type=f[1],
+                neighbors=list(f[2]),
+                eta=f[3],
+                rs=f[4],
+                rc=f[5],
+                **{"lambda": f[6]},
+                zeta=f[7],
+                cutoff_type=ctype,
+                cutoff_alpha=alpha,
+            )
+            for f in info["order"][e]
+        ]
+        for e in ELEMENTS_SORTED
+    }
     G = g_ref(symbols, pos_bohr, cell_bohr, pbc, funcs)
     scaling = info["scaling"]
     smin, smax = -0.5, 1.5
@@ -218,16 +277,25 @@ CASES = [
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_synthetic_potential_matches_independent_evaluation(tmp_path, case):
     ctype, acts, scaling = CASES[case]
-    info = write_synthetic_potential(tmp_path, seed=case, ctype=ctype, acts=acts,
-                                     scaling=scaling, normalise=case != 4)
+    info = write_synthetic_potential(
+        tmp_path, seed=case, ctype=ctype, acts=acts, scaling=scaling, normalise=case != 4
+    )
     symbols, pos, cell = _monoclinic_structure(case)
     # through the input.data reader: a file in Bohr, read into Angstrom
     write_input_data(tmp_path / "input.data", [Atoms(symbols, positions=pos, cell=cell, pbc=True)])
     atoms = read_input_data(tmp_path / "input.data", units.Bohr, units.Hartree)
     assert np.allclose(atoms[0].positions, pos * units.Bohr)
     model = tmp_path / "m.pt"
-    r = run_nnmd("import-n2p2", str(tmp_path), "--length-unit", "bohr", "--energy-unit",
-                 "hartree", "-o", str(model))
+    r = run_nnmd(
+        "import-n2p2",
+        str(tmp_path),
+        "--length-unit",
+        "bohr",
+        "--energy-unit",
+        "hartree",
+        "-o",
+        str(model),
+    )
     assert r.returncode == 0, r.stderr
     pot = Potential.load(model)
     pred = pot.evaluate(atoms)[0]
@@ -240,8 +308,10 @@ def test_synthetic_potential_matches_independent_evaluation(tmp_path, case):
             p, m = pos.copy(), pos.copy()
             p[i, k] += h
             m[i, k] -= h
-            fd = -(reference_energy_hartree(info, symbols, p, cell, [True] * 3, False)
-                   - reference_energy_hartree(info, symbols, m, cell, [True] * 3, False)) / (2 * h)
+            fd = -(
+                reference_energy_hartree(info, symbols, p, cell, [True] * 3, False)
+                - reference_energy_hartree(info, symbols, m, cell, [True] * 3, False)
+            ) / (2 * h)
             fd *= units.Hartree / units.Bohr
             assert abs(pred.forces[i, k] - fd) < 1e-7 * max(1.0, abs(fd))
 
@@ -249,8 +319,9 @@ def test_synthetic_potential_matches_independent_evaluation(tmp_path, case):
 def test_unit_conversion_is_consistent(tmp_path):
     """The same potential imported in (Bohr, Hartree) and evaluated on a structure in
     Angstrom equals the evaluation in its own units."""
-    info = write_synthetic_potential(tmp_path, seed=7, ctype="1", acts="t t l",
-                                     scaling=["scale_symmetry_functions"])
+    info = write_synthetic_potential(
+        tmp_path, seed=7, ctype="1", acts="t t l", scaling=["scale_symmetry_functions"]
+    )
     symbols, pos, cell = _monoclinic_structure(7)
     data = import_n2p2(tmp_path, units.Bohr, units.Hartree)
     pot = Potential(data.spec, model_from_weights(data.spec, data.description, data.weights))
@@ -265,11 +336,13 @@ def test_unit_conversion_is_consistent(tmp_path):
 
 # -- bad input ---------------------------------------------------------------------------------
 
+
 def _good_dir(tmp_path: Path) -> Path:
     d = tmp_path / "pot"
     d.mkdir()
-    write_synthetic_potential(d, seed=3, ctype="1", acts="t t l",
-                              scaling=["scale_symmetry_functions"])
+    write_synthetic_potential(
+        d, seed=3, ctype="1", acts="t t l", scaling=["scale_symmetry_functions"]
+    )
     return d
 
 
@@ -298,18 +371,22 @@ def test_unsupported_symmetry_function_type(tmp_path):
     _assert_one_line_error(r, "symfunction_short", "type 12")
 
 
-@pytest.mark.parametrize("line,needle", [
-    ("global_activation_short t g l", "'g'"),
-    ("ewald_prec 1e-6", "ewald_prec"),
-    ("element_nodes_short O 4 3", "element_nodes_short"),
-    ("my_new_keyword 1", "my_new_keyword"),
-    ("cutoff_type 9", "cutoff type 9"),
-])
+@pytest.mark.parametrize(
+    "line,needle",
+    [
+        ("global_activation_short t g l", "'g'"),
+        ("ewald_prec 1e-6", "ewald_prec"),
+        ("element_nodes_short O 4 3", "element_nodes_short"),
+        ("my_new_keyword 1", "my_new_keyword"),
+        ("cutoff_type 9", "cutoff type 9"),
+    ],
+)
 def test_unsupported_keywords_are_errors(tmp_path, line, needle):
     d = _good_dir(tmp_path)
     key = line.split()[0]
-    text = "\n".join(ln for ln in (d / "input.nn").read_text().splitlines()
-                     if not ln.startswith(key + " "))
+    text = "\n".join(
+        ln for ln in (d / "input.nn").read_text().splitlines() if not ln.startswith(key + " ")
+    )
     (d / "input.nn").write_text(text + "\n" + line + "\n")
     r = run_nnmd("import-n2p2", str(d), "-o", str(tmp_path / "m.pt"))
     _assert_one_line_error(r, needle)
@@ -388,8 +465,7 @@ def test_mlearn_potentials_reproduce_n2p2_test_errors(element):
     preds = pot.evaluate(atoms)
     pairs = list(zip(preds, atoms, strict=True))
     de = [abs(p.energy - a.get_potential_energy()) / len(a) for p, a in pairs]
-    df = np.concatenate([np.abs(p.forces - a.get_forces()).ravel()
-                         for p, a in pairs])
+    df = np.concatenate([np.abs(p.forces - a.get_forces()).ravel() for p, a in pairs])
     e_pub, e_tol, f_pub, f_tol = MLEARN_NNP_PUBLISHED[element]
     assert 1000 * np.mean(de) == pytest.approx(e_pub, abs=e_tol)
     assert np.mean(df) == pytest.approx(f_pub, abs=f_tol)

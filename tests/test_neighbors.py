@@ -32,10 +32,15 @@ def test_pairs_match_brute_force(name):
     rc = 4.1
     pl = neighbor_pairs([atoms], rc)
     d = pos[pl.neighbors] - pos[pl.centers] + pl.shifts @ cell
-    got = sorted((int(i), int(j), *np.round(v, 9)) for i, j, v in zip(pl.centers, pl.neighbors, d,
-                                                                       strict=True))
-    ref = sorted((i, j, *np.round(v, 9)) for i, lst in enumerate(neighbours_ref(pos, cell, pbc, rc))
-                 for j, v in lst)
+    got = sorted(
+        (int(i), int(j), *np.round(v, 9))
+        for i, j, v in zip(pl.centers, pl.neighbors, d, strict=True)
+    )
+    ref = sorted(
+        (i, j, *np.round(v, 9))
+        for i, lst in enumerate(neighbours_ref(pos, cell, pbc, rc))
+        for j, v in lst
+    )
     assert len(got) == len(ref) > 0
     for a, b in zip(got, ref, strict=True):
         assert a[:2] == b[:2]
@@ -55,8 +60,12 @@ def test_triplets_of():
     centers = np.array([0, 0, 0, 2, 2, 5, 7, 7, 7, 7])
     first, second = triplets_of(centers)
     got = sorted(zip(first.tolist(), second.tolist(), strict=True))
-    expect = sorted((p, q) for p in range(len(centers)) for q in range(p + 1, len(centers))
-                    if centers[p] == centers[q])
+    expect = sorted(
+        (p, q)
+        for p in range(len(centers))
+        for q in range(p + 1, len(centers))
+        if centers[p] == centers[q]
+    )
     assert got == expect
     assert len(triplets_of(np.array([3]))[0]) == 0
 

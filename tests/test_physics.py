@@ -57,8 +57,9 @@ def test_forces_match_finite_differences(binary_potential, name):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_stress_matches_strain_derivative(ternary_potential, seed):
     pot = ternary_potential
-    atoms = _random_structure("CNCuCuNC", [[3.9, 0.2, 0.1], [0.5, 4.2, -0.3], [0.2, 0.1, 3.7]],
-                              seed=seed, min_dist=1.1)
+    atoms = _random_structure(
+        "CNCuCuNC", [[3.9, 0.2, 0.1], [0.5, 4.2, -0.3], [0.2, 0.1, 3.7]], seed=seed, min_dist=1.1
+    )
     pred = pot.evaluate([atoms])[0]
     h = 1e-6
     fd = np.zeros((3, 3))
@@ -118,8 +119,9 @@ def test_invariances(ternary_potential):
 @pytest.mark.parametrize("reps", [(2, 1, 1), (2, 3, 1), (2, 2, 2)])
 def test_supercell_energy_is_extensive(ternary_potential, reps):
     pot = ternary_potential
-    atoms = _random_structure("CuCNCuN", [[3.6, 0.2, 0], [0.5, 3.4, 0.1], [0, 0.3, 3.9]],
-                              seed=9, min_dist=1.0)
+    atoms = _random_structure(
+        "CuCNCuN", [[3.6, 0.2, 0], [0.5, 3.4, 0.1], [0, 0.3, 3.9]], seed=9, min_dist=1.0
+    )
     ref = pot.evaluate([atoms])[0]
     sup = pot.evaluate([atoms.repeat(reps)])[0]
     n = int(np.prod(reps))
@@ -166,8 +168,9 @@ def test_batched_equals_individual(binary_potential, ternary_potential):
 
 
 def test_per_atom_virials_sum_to_virial(ternary_potential):
-    atoms = _random_structure("CuCNCuN", [[3.6, 0.2, 0], [0.5, 3.4, 0.1], [0, 0.3, 3.9]],
-                              seed=12, min_dist=1.0)
+    atoms = _random_structure(
+        "CuCNCuN", [[3.6, 0.2, 0], [0.5, 3.4, 0.1], [0, 0.3, 3.9]], seed=12, min_dist=1.0
+    )
     pred = ternary_potential.evaluate([atoms], atomic_virials=True)[0]
     total = pred.atomic_virials.sum(0)
     np.testing.assert_allclose(0.5 * (total + total.T), pred.virial, atol=1e-12)

@@ -32,7 +32,8 @@ def emt_structures(n: int, seed: int = 0) -> list[Atoms]:
     out = []
     for k in range(n):
         a = bulk("Cu", "fcc", a=3.6 * (1 + rng.uniform(-0.03, 0.03)), cubic=True).repeat(
-            (2, 1, 1) if k % 2 else (1, 2, 1))
+            (2, 1, 1) if k % 2 else (1, 2, 1)
+        )
         a.rattle(0.08, seed=int(rng.integers(1 << 30)))
         a.calc = EMT()
         e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
@@ -56,8 +57,7 @@ def tiny_config(data: Path, **training) -> dict:
         "data": {"train": str(data), "validation_fraction": 0.2},
         "descriptors": {"radial": 4, "angular": 4, "prune": False},
         "network": {"hidden": [8]},
-        "training": {"epochs": 6, "batch_size": 4, "learning_rate": 0.01, "seed": 3,
-                     **training},
+        "training": {"epochs": 6, "batch_size": 4, "learning_rate": 0.01, "seed": 3, **training},
     }
 
 
@@ -71,6 +71,7 @@ NNMD = [sys.executable, "-m", "nnmd_lammps.cli"]
 
 # -- data --------------------------------------------------------------------------------------
 
+
 def test_readers_agree(tmp_path):
     """The same structures through extxyz, n2p2 input.data, mlearn JSON and an ASE
     database give the same dataset."""
@@ -82,22 +83,30 @@ def test_readers_agree(tmp_path):
     write_input_data(tmp_path / "input.data", structures)
     entries = []
     for a in structures:
-        entries.append({"structure": {"lattice": {"matrix": a.cell.array.tolist()},
-                                      "sites": [{"species": [{"element": s, "occu": 1}],
-                                                 "xyz": p.tolist()}
-                                                for s, p in zip(a.get_chemical_symbols(),
-                                                                a.positions, strict=True)]},
-                        "outputs": {"energy": a.get_potential_energy(),
-                                    "forces": a.get_forces().tolist(),
-                                    "virial_stress": [0, 0, 0, 0, 0, 0]},
-                        "num_atoms": len(a), "group": "test"})
+        entries.append(
+            {
+                "structure": {
+                    "lattice": {"matrix": a.cell.array.tolist()},
+                    "sites": [
+                        {"species": [{"element": s, "occu": 1}], "xyz": p.tolist()}
+                        for s, p in zip(a.get_chemical_symbols(), a.positions, strict=True)
+                    ],
+                },
+                "outputs": {
+                    "energy": a.get_potential_energy(),
+                    "forces": a.get_forces().tolist(),
+                    "virial_stress": [0, 0, 0, 0, 0, 0],
+                },
+                "num_atoms": len(a),
+                "group": "test",
+            }
+        )
     (tmp_path / "s.json").write_text(json.dumps(entries))
     with ase.db.connect(tmp_path / "s.db") as db:
         for a in structures:
             db.write(a)
     sets = {}
-    for name, fmt in (("s.extxyz", None), ("input.data", "n2p2"), ("s.json", None),
-                      ("s.db", None)):
+    for name, fmt in (("s.extxyz", None), ("input.data", "n2p2"), ("s.json", None), ("s.db", None)):
         ds = Dataset.from_structures(read_structures(tmp_path / name, fmt))
         sets[name] = ds
     ref = Dataset.from_structures(structures)
@@ -111,8 +120,9 @@ def test_readers_agree(tmp_path):
             np.testing.assert_allclose(a.positions, b.positions, atol=tol, err_msg=name)
     assert sets["s.extxyz"].stress[0] is not None  # extxyz keeps the EMT stress
     mlearn = read_structures(tmp_path / "s.json")
-    assert all(np.array_equal(x, np.zeros((3, 3)))
-               for x in Dataset.from_structures(mlearn).stress)  # auto: mlearn's virial
+    assert all(
+        np.array_equal(x, np.zeros((3, 3))) for x in Dataset.from_structures(mlearn).stress
+    )  # auto: mlearn's virial
     assert all(x is None for x in Dataset.from_structures(mlearn, stress_from="none").stress)
     assert all(x is None for x in Dataset.from_structures(structures, stress_from="none").stress)
     with pytest.raises(NNMDError, match="stress_from"):
@@ -126,8 +136,7 @@ def test_units_are_converted(tmp_path):
 
     s = read_structures(tmp_path / "input.data", "n2p2", "bohr", "hartree")[0]
     np.testing.assert_allclose(s.positions, structures[0].positions * Bohr)
-    assert s.get_potential_energy() == pytest.approx(
-        structures[0].get_potential_energy() * Hartree)
+    assert s.get_potential_energy() == pytest.approx(structures[0].get_potential_energy() * Hartree)
     np.testing.assert_allclose(s.get_forces(), structures[0].get_forces() * Hartree / Bohr)
 
 
@@ -162,6 +171,7 @@ def test_reference_energies_least_squares():
 
 # -- descriptors -----------------------------------------------------------------------------------
 
+
 def test_generated_grids():
     rad = radial_grid(1.0, 5.0, 4)
     assert [rs for _, rs in rad] == pytest.approx([1.0, 2.0, 3.0, 4.0])
@@ -186,14 +196,21 @@ def test_pruning_removes_constant_and_duplicate_functions():
 
 # -- config --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change,needle", [
-    ({"trainig": {}}, "unknown config key 'trainig' (did you mean 'training'?)"),
-    ({"training": {"epocs": 3}}, "unknown config key 'training.epocs' (did you mean 'epochs'?)"),
-    ({"training": {"epochs": "many"}}, "'training.epochs' must be an integer"),
-    ({"network": {"activation": "relu"}}, "'network.activation' must be one of"),
-    ({"cutoff": -1.0}, "'cutoff' must be positive"),
-    ({"data": {"validation_fraction": 0.2}}, "'data.train' is required"),
-])
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"trainig": {}}, "unknown config key 'trainig' (did you mean 'training'?)"),
+        (
+            {"training": {"epocs": 3}},
+            "unknown config key 'training.epocs' (did you mean 'epochs'?)",
+        ),
+        ({"training": {"epochs": "many"}}, "'training.epochs' must be an integer"),
+        ({"network": {"activation": "relu"}}, "'network.activation' must be one of"),
+        ({"cutoff": -1.0}, "'cutoff' must be positive"),
+        ({"data": {"validation_fraction": 0.2}}, "'data.train' is required"),
+    ],
+)
 def test_config_errors(tmp_path, cu_data, change, needle):
     cfg = tiny_config(cu_data)
     for k, v in change.items():
@@ -213,16 +230,19 @@ def test_config_error_through_cli(tmp_path, cu_data):
     cfg = tiny_config(cu_data)
     cfg["descriptors"]["radail"] = 3
     path = write_config(tmp_path / "bad.yaml", cfg)
-    r = subprocess.run([*NNMD, "train", str(path), "--out", str(tmp_path / "run")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [*NNMD, "train", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True
+    )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "nnmd: error: unknown config key 'descriptors.radail' (did you mean 'radial'?); valid "
         "keys here: radial, angular, angular_type, cutoff_type, cutoff_alpha, r_min, prune, "
-        "max_correlation, functions"]
+        "max_correlation, functions"
+    ]
     (tmp_path / "broken.yaml").write_text("cutoff: [1, 2\n")
-    r = subprocess.run([*NNMD, "train", str(tmp_path / "broken.yaml")], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [*NNMD, "train", str(tmp_path / "broken.yaml")], capture_output=True, text=True
+    )
     assert r.returncode == 1 and "invalid YAML" in r.stderr
 
 
@@ -238,6 +258,7 @@ def test_example_configs_differ_only_in_data_and_element():
 
 # -- training --------------------------------------------------------------------------------------
 
+
 def _train(cfg: dict, tmp_path: Path, name: str) -> tuple[Path, dict]:
     from nnmd_lammps.training import train
 
@@ -247,10 +268,17 @@ def _train(cfg: dict, tmp_path: Path, name: str) -> tuple[Path, dict]:
 
 
 def test_training_lowers_the_loss_and_exports(tmp_path, cu_data):
-    out, _ = _train(tiny_config(cu_data, epochs=15, refine={"iterations": 20}), tmp_path,
-                          "run")
-    for f in ("model.pt", "config.yaml", "train.log", "metrics.json", "learning_curve.png",
-              "parity_energy.png", "parity_forces.png", "checkpoint.pt"):
+    out, _ = _train(tiny_config(cu_data, epochs=15, refine={"iterations": 20}), tmp_path, "run")
+    for f in (
+        "model.pt",
+        "config.yaml",
+        "train.log",
+        "metrics.json",
+        "learning_curve.png",
+        "parity_energy.png",
+        "parity_forces.png",
+        "checkpoint.pt",
+    ):
         assert (out / f).exists(), f
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     hist = ck["history"]
@@ -308,8 +336,11 @@ def test_resume_after_kill_continues_from_checkpoint(tmp_path, cu_data):
     path = write_config(tmp_path / "cfg.yaml", cfg)
     ref, _ = _train(cfg, tmp_path, "reference")
     run = tmp_path / "killed"
-    proc = subprocess.Popen([*NNMD, "train", str(path), "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*NNMD, "train", str(path), "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         epoch = 0
@@ -330,8 +361,9 @@ def test_resume_after_kill_continues_from_checkpoint(tmp_path, cu_data):
             proc.kill()
     killed_at = torch.load(run / "checkpoint.pt", weights_only=True)["epoch"]
     assert 5 <= killed_at < 300
-    r = subprocess.run([*NNMD, "train", str(path), "--out", str(run), "--resume"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [*NNMD, "train", str(path), "--out", str(run), "--resume"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert f"resuming after epoch {killed_at}" in (run / "train.log").read_text()
     a = torch.load(ref / "checkpoint.pt", weights_only=True)
@@ -340,8 +372,9 @@ def test_resume_after_kill_continues_from_checkpoint(tmp_path, cu_data):
     for k in a["model_state"]:
         assert torch.equal(a["model_state"][k], b["model_state"][k]), k
     # a new run into an existing run directory is refused
-    r = subprocess.run([*NNMD, "train", str(path), "--out", str(run)], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [*NNMD, "train", str(path), "--out", str(run)], capture_output=True, text=True
+    )
     assert r.returncode == 1 and "--resume" in r.stderr
 
 
@@ -357,8 +390,9 @@ def test_exported_model_in_python_and_lammps(tmp_path, cu_data):
     out, _ = _train(tiny_config(cu_data, epochs=3), tmp_path, "run")
     atoms = lammps_frame(emt_structures(1, seed=9)[0])
     write_lammps_data(tmp_path / "s.data", atoms, ["Cu"])
-    res = run_lammps(single_point_deck(tmp_path / "s.data", out / "model.pt", ["Cu"]),
-                     tmp_path / "lmp")
+    res = run_lammps(
+        single_point_deck(tmp_path / "s.data", out / "model.pt", ["Cu"]), tmp_path / "lmp"
+    )
     atoms.positions = res.positions
     ref = Potential.load(out / "model.pt").evaluate([atoms])[0]
     assert abs(res.pe - ref.energy) < 1e-10 * abs(ref.energy)
@@ -367,12 +401,20 @@ def test_exported_model_in_python_and_lammps(tmp_path, cu_data):
 
 def test_nnmd_test_command(tmp_path, cu_data):
     out, _ = _train(tiny_config(cu_data, epochs=3), tmp_path, "run")
-    r = subprocess.run([*NNMD, "test", str(out / "model.pt"), str(cu_data), "--json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [*NNMD, "test", str(out / "model.pt"), str(cu_data), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
-    for key in ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom",
-                "force_mae_ev_per_angstrom", "force_rmse_ev_per_angstrom", "stress_mae_gpa"):
+    for key in (
+        "energy_mae_mev_per_atom",
+        "energy_rmse_mev_per_atom",
+        "force_mae_ev_per_angstrom",
+        "force_rmse_ev_per_angstrom",
+        "stress_mae_gpa",
+    ):
         assert key in m
     assert m["n_structures"] == 24
     # independent recomputation of the force MAE
@@ -380,6 +422,12 @@ def test_nnmd_test_command(tmp_path, cu_data):
 
     structures = read_structures(cu_data)
     preds = Potential.load(out / "model.pt").evaluate(structures)
-    mae = np.mean(np.concatenate([np.abs(p.forces - s.get_forces()).ravel()
-                                  for p, s in zip(preds, structures, strict=True)]))
+    mae = np.mean(
+        np.concatenate(
+            [
+                np.abs(p.forces - s.get_forces()).ravel()
+                for p, s in zip(preds, structures, strict=True)
+            ]
+        )
+    )
     assert m["force_mae_ev_per_angstrom"] == pytest.approx(mae, rel=1e-10)

@@ -53,8 +53,14 @@ def relaxed_energy(calc: Calculator, atoms: Atoms, fmax_ev_per_angstrom: float =
     return a.get_potential_energy()
 
 
-def cubic_properties(calc: Calculator, element: str, crystal: str, a_guess: float,
-                     strain: float = 0.005, vacancy_cell: int = 3) -> CubicProperties:
+def cubic_properties(
+    calc: Calculator,
+    element: str,
+    crystal: str,
+    a_guess: float,
+    strain: float = 0.005,
+    vacancy_cell: int = 3,
+) -> CubicProperties:
     """Properties of a cubic crystal (fcc, bcc, diamond) with calculator ``calc``."""
     scan = a_guess * np.linspace(0.97, 1.03, 9)
     vols, ens = [], []
@@ -99,17 +105,20 @@ def lammps_calculator(model: str | Path, element: str) -> Calculator:
     from mpi4py import MPI  # noqa: F401, I001  (loads libmpi before the lammps module)
     from ase.calculators.lammpslib import LAMMPSlib
 
-    return LAMMPSlib(lmpcmds=["pair_style nnmd", f"pair_coeff * * {model} {element}"],
-                     atom_types={element: 1}, keep_alive=True,
-                     lammps_header=["units metal", "atom_style atomic",
-                                    "atom_modify map array sort 0 0"])
+    return LAMMPSlib(
+        lmpcmds=["pair_style nnmd", f"pair_coeff * * {model} {element}"],
+        atom_types={element: 1},
+        keep_alive=True,
+        lammps_header=["units metal", "atom_style atomic", "atom_modify map array sort 0 0"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (4, 5):
-        print("usage: cubic_properties.py MODEL ELEMENT CRYSTAL A_GUESS [OUT.json]",
-              file=sys.stderr)
+        print(
+            "usage: cubic_properties.py MODEL ELEMENT CRYSTAL A_GUESS [OUT.json]", file=sys.stderr
+        )
         return 2
     model, element, crystal, a_guess = args[0], args[1], args[2], float(args[3])
     props = cubic_properties(lammps_calculator(model, element), element, crystal, a_guess)

@@ -47,8 +47,7 @@ def _md_snapshots(atoms: Atoms, temperature: float, n: int, every: int, rng) -> 
     a = atoms.copy()
     a.calc = EMT()
     MaxwellBoltzmannDistribution(a, temperature_K=temperature, rng=rng)
-    dyn = Langevin(a, 4 * units.fs, temperature_K=temperature, friction=0.02, rng=rng,
-                   fixcm=False)
+    dyn = Langevin(a, 4 * units.fs, temperature_K=temperature, friction=0.02, rng=rng, fixcm=False)
     out = []
     dyn.run(50)  # equilibrate
     for _ in range(n):

@@ -1,8 +1,8 @@
 /* nnmd-lammps: numerical limits of the symmetry-function kernels.
 
-   The Python package uses the same names and values (python/nnmd_lammps/limits.py, also
-   importable as nnmd_lammps.descriptors.limits; tests/test_cpp_kernels.py holds the two
-   equal); docs/symmetry_functions.md explains them. */
+   The Python package uses the same names and values (python/nnmd_lammps/limits.py;
+   tests/test_cpp_kernels.py holds the two equal); docs/symmetry_functions.md, section 8,
+   explains them. */
 
 #ifndef NNMD_KERNELS_LIMITS_H
 #define NNMD_KERNELS_LIMITS_H

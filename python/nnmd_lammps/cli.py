@@ -18,13 +18,16 @@ def _cmd_import_n2p2(args: argparse.Namespace) -> None:
     from .model.modelfile import model_from_weights, save_model
     from .units import energy_factor, length_factor
 
-    pot = import_n2p2(args.directory, length_factor(args.length_unit),
-                      energy_factor(args.energy_unit))
+    pot = import_n2p2(
+        args.directory, length_factor(args.length_unit), energy_factor(args.energy_unit)
+    )
     module = model_from_weights(pot.spec, pot.description, pot.weights)
     save_model(args.output, pot.spec, module, pot.description, pot.source)
     counts = ", ".join(f"{e}: {pot.spec.num_functions(e)}" for e in pot.spec.elements)
-    print(f"wrote {args.output}: elements {' '.join(pot.spec.elements)}, symmetry functions "
-          f"{counts}, cutoff {pot.spec.cutoff:.6g} Angstrom")
+    print(
+        f"wrote {args.output}: elements {' '.join(pot.spec.elements)}, symmetry functions "
+        f"{counts}, cutoff {pot.spec.cutoff:.6g} Angstrom"
+    )
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -42,8 +45,10 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - t0
     write_predictions(args.output, structures, preds)
     natoms = sum(len(s) for s in structures)
-    print(f"predicted {len(structures)} structure(s), {natoms} atoms in {elapsed:.3f} s; "
-          f"wrote {args.output}")
+    print(
+        f"predicted {len(structures)} structure(s), {natoms} atoms in {elapsed:.3f} s; "
+        f"wrote {args.output}"
+    )
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -51,10 +56,14 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
     meta = read_metadata(args.model)
     print(f"model file      : {args.model}")
-    print(f"format          : {meta['format']} v{meta['format_version']} "
-          f"({meta.get('created_by', '?')})")
-    print(f"units           : {meta['units']['energy']}, {meta['units']['length']}; "
-          f"dtype {meta.get('dtype', 'float64')}")
+    print(
+        f"format          : {meta['format']} v{meta['format_version']} "
+        f"({meta.get('created_by', '?')})"
+    )
+    print(
+        f"units           : {meta['units']['energy']}, {meta['units']['length']}; "
+        f"dtype {meta.get('dtype', 'float64')}"
+    )
     print(f"elements        : {' '.join(meta['elements'])}")
     print(f"cutoff          : {meta['cutoff']:.6g} Angstrom")
     total = 0
@@ -66,9 +75,11 @@ def _cmd_info(args: argparse.Namespace) -> None:
         nparam = sum(a * b + b for a, b in pairwise(layers))
         total += nparam
         types = ", ".join(f"type {t}: {n}" for t, n in sorted(by_type.items()))
-        print(f"  {e:<3s} {len(sfs):4d} symmetry functions ({types}); network "
-              f"{'-'.join(map(str, layers))} [{', '.join(net['activations'])}], "
-              f"{nparam} parameters; scaling {meta['scaling'][e]['type']}")
+        print(
+            f"  {e:<3s} {len(sfs):4d} symmetry functions ({types}); network "
+            f"{'-'.join(map(str, layers))} [{', '.join(net['activations'])}], "
+            f"{nparam} parameters; scaling {meta['scaling'][e]['type']}"
+        )
     print(f"parameters      : {total}")
     src = meta.get("source") or {}
     if src:
@@ -84,8 +95,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     try:
         Trainer(cfg, out, resume=args.resume).run()
     except KeyboardInterrupt:
-        raise NNMDError(f"training interrupted; continue with: nnmd train {args.config} "
-                        f"--out {out} --resume") from None
+        raise NNMDError(
+            f"training interrupted; continue with: nnmd train {args.config} --out {out} --resume"
+        ) from None
 
 
 def _cmd_test(args: argparse.Namespace) -> None:
@@ -100,20 +112,27 @@ def _cmd_test(args: argparse.Namespace) -> None:
     structures = read_structures(args.data, args.format, args.length_unit, args.energy_unit)
     data = Dataset.from_structures(structures, str(args.data))
     preds = pot.evaluate(structures, stress=True)
-    m = error_metrics(data, [p.energy for p in preds], [p.forces for p in preds],
-                      [p.stress for p in preds])
+    m = error_metrics(
+        data, [p.energy for p in preds], [p.forces for p in preds], [p.stress for p in preds]
+    )
     if args.json:
         print(json.dumps(m, indent=1))
         return
     print(f"{m['n_structures']} structures, {m['n_atoms']} atoms")
-    print(f"energy MAE  {m['energy_mae_mev_per_atom']:10.4f} meV/atom   RMSE "
-          f"{m['energy_rmse_mev_per_atom']:10.4f} meV/atom")
+    print(
+        f"energy MAE  {m['energy_mae_mev_per_atom']:10.4f} meV/atom   RMSE "
+        f"{m['energy_rmse_mev_per_atom']:10.4f} meV/atom"
+    )
     if "force_mae_ev_per_angstrom" in m:
-        print(f"force  MAE  {m['force_mae_ev_per_angstrom']:10.5f} eV/A       RMSE "
-              f"{m['force_rmse_ev_per_angstrom']:10.5f} eV/A (per component)")
+        print(
+            f"force  MAE  {m['force_mae_ev_per_angstrom']:10.5f} eV/A       RMSE "
+            f"{m['force_rmse_ev_per_angstrom']:10.5f} eV/A (per component)"
+        )
     if "stress_mae_gpa" in m:
-        print(f"stress MAE  {m['stress_mae_gpa']:10.4f} GPa        RMSE "
-              f"{m['stress_rmse_gpa']:10.4f} GPa")
+        print(
+            f"stress MAE  {m['stress_mae_gpa']:10.4f} GPa        RMSE "
+            f"{m['stress_rmse_gpa']:10.4f} GPa"
+        )
 
 
 def _cmd_lammps_plugin_dir(args: argparse.Namespace) -> None:
@@ -121,8 +140,10 @@ def _cmd_lammps_plugin_dir(args: argparse.Namespace) -> None:
 
     path = plugin_file()
     if not path.exists():
-        raise NNMDError(f"the LAMMPS plugin is not built ({path} missing); run 'make setup' "
-                        "or see docs/lammps.md")
+        raise NNMDError(
+            f"the LAMMPS plugin is not built ({path} missing); run 'make setup' "
+            "or see docs/lammps.md"
+        )
     print(plugin_dir())
 
 
@@ -138,18 +159,25 @@ def _add_model_data_arguments(s: argparse.ArgumentParser, data_help: str) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnmd", description="Behler-Parrinello neural-network "
-                                "potentials: import, train, predict, and run in LAMMPS.")
+    p = argparse.ArgumentParser(
+        prog="nnmd",
+        description="Behler-Parrinello neural-network "
+        "potentials: import, train, predict, and run in LAMMPS.",
+    )
     p.add_argument("--version", action="version", version=f"nnmd-lammps {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("import-n2p2", help="convert an n2p2/RuNNer potential to model.pt")
     s.add_argument("directory", help="directory with input.nn, scaling.data, weights.NNN.data")
     s.add_argument("-o", "--output", required=True, help="model file to write")
-    s.add_argument("--length-unit", default="angstrom",
-                   help="length unit of the potential: angstrom (default) or bohr")
-    s.add_argument("--energy-unit", default="ev",
-                   help="energy unit of the potential: ev (default) or hartree")
+    s.add_argument(
+        "--length-unit",
+        default="angstrom",
+        help="length unit of the potential: angstrom (default) or bohr",
+    )
+    s.add_argument(
+        "--energy-unit", default="ev", help="energy unit of the potential: ev (default) or hartree"
+    )
     s.set_defaults(func=_cmd_import_n2p2)
 
     s = sub.add_parser("predict", help="energies, forces and stress of structures")
@@ -165,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a potential from a YAML config")
     s.add_argument("config", help="YAML configuration (docs/training.md)")
     s.add_argument("--out", default=None, help="run directory (default: <config name>_run)")
-    s.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+    s.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("test", help="errors of a model on reference data")
@@ -195,4 +224,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

@@ -31,9 +31,7 @@ def length_factor(name: str) -> float:
     try:
         return LENGTH_UNITS[name.lower()]
     except KeyError:
-        raise NNMDError(
-            f"unknown length unit {name!r}; known: {', '.join(LENGTH_UNITS)}"
-        ) from None
+        raise NNMDError(f"unknown length unit {name!r}; known: {', '.join(LENGTH_UNITS)}") from None
 
 
 def energy_factor(name: str) -> float:
@@ -41,6 +39,4 @@ def energy_factor(name: str) -> float:
     try:
         return ENERGY_UNITS[name.lower()]
     except KeyError:
-        raise NNMDError(
-            f"unknown energy unit {name!r}; known: {', '.join(ENERGY_UNITS)}"
-        ) from None
+        raise NNMDError(f"unknown energy unit {name!r}; known: {', '.join(ENERGY_UNITS)}") from None

@@ -42,16 +42,22 @@ class Dataset:
 
     def subset(self, index: Sequence[int]) -> Dataset:
         idx = list(index)
-        return Dataset([self.structures[i] for i in idx], self.energy[idx],
-                       [self.forces[i] for i in idx], [self.stress[i] for i in idx],
-                       self.weight[idx], [self.names[i] for i in idx] if self.names else [])
+        return Dataset(
+            [self.structures[i] for i in idx],
+            self.energy[idx],
+            [self.forces[i] for i in idx],
+            [self.stress[i] for i in idx],
+            self.weight[idx],
+            [self.names[i] for i in idx] if self.names else [],
+        )
 
     def elements(self) -> set[str]:
         return {s for a in self.structures for s in a.get_chemical_symbols()}
 
     @classmethod
-    def from_structures(cls, structures: Sequence[Atoms], source: str = "",
-                        stress_from: str = "auto") -> Dataset:
+    def from_structures(
+        cls, structures: Sequence[Atoms], source: str = "", stress_from: str = "auto"
+    ) -> Dataset:
         """Collect reference data attached to ``structures`` (a calculator's results, as
         every reader here provides). A structure without energy is an error; forces and
         stress are optional. A per-structure weight may be given in ``info['weight']``.
@@ -60,11 +66,15 @@ class Dataset:
         ``virial_stress``, :func:`mlearn_stress`), ``none`` (stress ignored) or ``auto``
         (mlearn's if the structures have it, else the calculator's)."""
         if stress_from == "auto":
-            stress_from = "mlearn" if any("virial_stress_kbar" in a.info
-                                          for a in structures) else "calculator"
+            stress_from = (
+                "mlearn"
+                if any("virial_stress_kbar" in a.info for a in structures)
+                else "calculator"
+            )
         if stress_from not in ("calculator", "mlearn", "none"):
-            raise NNMDError(f"stress_from must be auto, calculator, mlearn or none, "
-                            f"not {stress_from!r}")
+            raise NNMDError(
+                f"stress_from must be auto, calculator, mlearn or none, not {stress_from!r}"
+            )
         energy, forces, stress, weight, names = [], [], [], [], []
         for k, atoms in enumerate(structures):
             ref = reference_values(atoms)
@@ -93,8 +103,14 @@ class Dataset:
                 raise NNMDError(f"{where}: weight must be a non-negative number")
             weight.append(w)
             names.append(str(atoms.info.get("group", atoms.info.get("name", ""))))
-        return cls(list(structures), np.array(energy, dtype=np.float64), forces, stress,
-                   np.array(weight, dtype=np.float64), names)
+        return cls(
+            list(structures),
+            np.array(energy, dtype=np.float64),
+            forces,
+            stress,
+            np.array(weight, dtype=np.float64),
+            names,
+        )
 
 
 def concatenate(sets: Sequence[Dataset]) -> Dataset:
@@ -117,6 +133,6 @@ def random_split(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarr
     out, start = [], 0
     for k, f in enumerate(fractions):
         size = n - start if k == len(fractions) - 1 else round(f * n)
-        out.append(np.sort(perm[start:start + size]))
+        out.append(np.sort(perm[start : start + size]))
         start += size
     return out

@@ -51,8 +51,13 @@ def convert_units(atoms: Atoms, angstrom_per_length: float, ev_per_energy: float
     return new
 
 
-def read_structures(path: str | Path, fmt: str | None = None, length_unit: str = "angstrom",
-                    energy_unit: str = "ev", index: str = ":") -> list[Atoms]:
+def read_structures(
+    path: str | Path,
+    fmt: str | None = None,
+    length_unit: str = "angstrom",
+    energy_unit: str = "ev",
+    index: str = ":",
+) -> list[Atoms]:
     """Structures from ``path``: n2p2 input.data (``fmt='n2p2'``), the mlearn JSON
     format (``fmt='mlearn'``, or a .json file that is a list), or any ASE format."""
     path = Path(path)
@@ -66,8 +71,9 @@ def read_structures(path: str | Path, fmt: str | None = None, length_unit: str =
     try:
         frames = ase.io.read(str(path), index=index, format=fmt)
     except Exception as exc:  # ASE raises many exception types for unreadable files
-        raise NNMDError(f"cannot read {path}" + (f" as {fmt}" if fmt else "") + f": {exc}"
-                        ) from None
+        raise NNMDError(
+            f"cannot read {path}" + (f" as {fmt}" if fmt else "") + f": {exc}"
+        ) from None
     if isinstance(frames, Atoms):
         frames = [frames]
     if not frames:
@@ -90,8 +96,12 @@ def write_predictions(path: str | Path, structures: list[Atoms], predictions) ->
     frames = []
     for atoms, pred in zip(structures, predictions, strict=True):
         ref = reference_values(atoms)
-        a = Atoms(atoms.get_chemical_symbols(), positions=atoms.get_positions(),
-                  cell=atoms.get_cell(), pbc=atoms.get_pbc())
+        a = Atoms(
+            atoms.get_chemical_symbols(),
+            positions=atoms.get_positions(),
+            cell=atoms.get_cell(),
+            pbc=atoms.get_pbc(),
+        )
         if "energy" in ref:
             a.info["ref_energy"] = ref["energy"]
         if "forces" in ref:

@@ -50,8 +50,10 @@ def read_mlearn_json(path: str | Path) -> list[Atoms]:
         if outputs.get("forces") is not None:
             forces = np.array(outputs["forces"], dtype=np.float64)
             if forces.shape != (len(atoms), 3):
-                raise NNMDError(f"{path}: entry {k}: forces shape {forces.shape} does not match "
-                                f"{len(atoms)} atoms")
+                raise NNMDError(
+                    f"{path}: entry {k}: forces shape {forces.shape} does not match "
+                    f"{len(atoms)} atoms"
+                )
             kw["forces"] = forces
         if outputs.get("virial_stress") is not None:
             atoms.info["virial_stress_kbar"] = np.array(outputs["virial_stress"], dtype=float)

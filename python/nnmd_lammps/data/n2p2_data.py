@@ -12,8 +12,9 @@ from ..descriptors.spec import atomic_number
 from ..errors import NNMDError
 
 
-def read_input_data(path: str | Path, length_unit: float = 1.0, energy_unit: float = 1.0
-                    ) -> list[Atoms]:
+def read_input_data(
+    path: str | Path, length_unit: float = 1.0, energy_unit: float = 1.0
+) -> list[Atoms]:
     """Structures of an n2p2 input.data file, converted to eV and Angstrom. Reference
     energy and forces (if present) are attached as a SinglePointCalculator."""
     path = Path(path)
@@ -43,8 +44,9 @@ def read_input_data(path: str | Path, length_unit: float = 1.0, energy_unit: flo
                 cur["lattice"].append([float(x) for x in parts[1:4]])
             elif key == "atom":
                 if len(parts) < 10:
-                    raise NNMDError(f"{path}:{n}: atom line needs x y z element charge energy "
-                                    "fx fy fz")
+                    raise NNMDError(
+                        f"{path}:{n}: atom line needs x y z element charge energy fx fy fz"
+                    )
                 cur["pos"].append([float(x) for x in parts[1:4]])
                 cur["sym"].append(parts[4])
                 cur["frc"].append([float(x) for x in parts[7:10]])
@@ -99,8 +101,13 @@ def write_input_data(path: str | Path, structures: list[Atoms]) -> None:
         except Exception:  # no reference data
             energy, forces = 0.0, np.zeros((len(atoms), 3))
         for p, s, f in zip(atoms.positions, atoms.get_chemical_symbols(), forces, strict=True):
-            lines.append("atom " + " ".join(f"{x:24.16E}" for x in p) + f" {s:2s} "
-                         + f"{0.0:24.16E} {0.0:24.16E} " + " ".join(f"{x:24.16E}" for x in f))
+            lines.append(
+                "atom "
+                + " ".join(f"{x:24.16E}" for x in p)
+                + f" {s:2s} "
+                + f"{0.0:24.16E} {0.0:24.16E} "
+                + " ".join(f"{x:24.16E}" for x in f)
+            )
         lines.append(f"energy {energy:24.16E}")
         lines.append(f"charge {0.0:24.16E}")
         lines.append("end")

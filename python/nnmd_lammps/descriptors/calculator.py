@@ -46,8 +46,10 @@ class _Group:
     offset: int = 0  # first internal column
 
     def params(self, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
-        t = {k: torch.tensor(getattr(self, k), dtype=dtype, device=device)
-             for k in ("eta", "rs", "lambda_", "zeta")}
+        t = {
+            k: torch.tensor(getattr(self, k), dtype=dtype, device=device)
+            for k in ("eta", "rs", "lambda_", "zeta")
+        }
         return t
 
 
@@ -80,16 +82,28 @@ class DescriptorValues:
         def mv(xs):
             return [None if x is None else x.to(device) for x in xs]
 
-        return DescriptorValues(self.n_atoms, mv(self.atoms), mv(self.G), mv(self.pair_index),
-                           mv(self.pair_row),
-                           mv(self.pair_i), mv(self.pair_j), mv(self.pair_d), mv(self.dGdd))
+        return DescriptorValues(
+            self.n_atoms,
+            mv(self.atoms),
+            mv(self.G),
+            mv(self.pair_index),
+            mv(self.pair_row),
+            mv(self.pair_i),
+            mv(self.pair_j),
+            mv(self.pair_d),
+            mv(self.dGdd),
+        )
 
 
 class DescriptorCalculator:
     """Evaluates the symmetry functions of a :class:`DescriptorSpec`."""
 
-    def __init__(self, spec: DescriptorSpec, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        spec: DescriptorSpec,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.spec = spec
         self.dtype = dtype
         self.device = torch.device(device)
@@ -104,8 +118,14 @@ class DescriptorCalculator:
             groups: dict[tuple, _Group] = {}
             for col, sf in enumerate(spec.functions[e]):
                 nb = tuple(index[x] for x in sf.neighbors)
-                key = (sf.is_angular, sf.type if sf.is_angular else 2, nb, sf.rc,
-                       sf.cutoff_type, sf.cutoff_alpha)
+                key = (
+                    sf.is_angular,
+                    sf.type if sf.is_angular else 2,
+                    nb,
+                    sf.rc,
+                    sf.cutoff_type,
+                    sf.cutoff_alpha,
+                )
                 g = groups.get(key)
                 if g is None:
                     g = groups[key] = _Group(*key)
@@ -136,8 +156,14 @@ class DescriptorCalculator:
     def num_functions(self, element: int) -> int:
         return len(self.column_order[element])
 
-    def compute(self, species: Tensor, centers: Tensor, neighbors: Tensor, vectors: Tensor,
-                derivatives: bool = True) -> DescriptorValues:
+    def compute(
+        self,
+        species: Tensor,
+        centers: Tensor,
+        neighbors: Tensor,
+        vectors: Tensor,
+        derivatives: bool = True,
+    ) -> DescriptorValues:
         """Symmetry functions for atoms of model-element index ``species`` (N,), given
         the full neighbour list ``centers``/``neighbors`` (P,) with displacement
         vectors ``vectors`` (P, 3) in Angstrom (differentiable if they require grad)."""
@@ -183,8 +209,16 @@ class DescriptorCalculator:
         return out
 
     # -- radial -----------------------------------------------------------------------
-    def _radial(self, e: int, nspec: Tensor, d: Tensor, r: Tensor, prow: Tensor,
-                G: Tensor, dG: Tensor | None) -> None:
+    def _radial(
+        self,
+        e: int,
+        nspec: Tensor,
+        d: Tensor,
+        r: Tensor,
+        prow: Tensor,
+        G: Tensor,
+        dG: Tensor | None,
+    ) -> None:
         for g, par in zip(self.groups[e], self._params[e], strict=True):
             if g.angular:
                 continue
@@ -202,8 +236,17 @@ class DescriptorCalculator:
                 dG[:, cols].index_add_(0, sel, coef[:, :, None] * d[sel][:, None, :])
 
     # -- angular ----------------------------------------------------------------------
-    def _angular(self, e: int, nspec: Tensor, pi: Tensor, d: Tensor, r: Tensor,
-                 prow: Tensor, G: Tensor, dG: Tensor | None) -> None:
+    def _angular(
+        self,
+        e: int,
+        nspec: Tensor,
+        pi: Tensor,
+        d: Tensor,
+        r: Tensor,
+        prow: Tensor,
+        G: Tensor,
+        dG: Tensor | None,
+    ) -> None:
         ang = [(g, p) for g, p in zip(self.groups[e], self._params[e], strict=True) if g.angular]
         if not ang:
             return
@@ -234,13 +277,23 @@ class DescriptorCalculator:
                 by_cut[ckey] = cutoff_function(r, *ckey)
             fc, dfc = by_cut[ckey]
             for start in range(0, len(tsel), TRIPLET_CHUNK):
-                t = tsel[start:start + TRIPLET_CHUNK]
+                t = tsel[start : start + TRIPLET_CHUNK]
                 self._angular_chunk(g, par, p1[t], p2[t], d, r, fc, dfc, prow, G, dG)
 
     @staticmethod
-    def _angular_chunk(g: _Group, par: dict[str, Tensor], q1: Tensor, q2: Tensor, d: Tensor,
-                       r: Tensor, fc: Tensor, dfc: Tensor, prow: Tensor, G: Tensor,
-                       dG: Tensor | None) -> None:
+    def _angular_chunk(
+        g: _Group,
+        par: dict[str, Tensor],
+        q1: Tensor,
+        q2: Tensor,
+        d: Tensor,
+        r: Tensor,
+        fc: Tensor,
+        dfc: Tensor,
+        prow: Tensor,
+        G: Tensor,
+        dG: Tensor | None,
+    ) -> None:
         a, b = d[q1], d[q2]
         r1, r2 = r[q1], r[q2]
         f1, f2, df1, df2 = fc[q1], fc[q2], dfc[q1], dfc[q2]
@@ -272,8 +325,11 @@ class DescriptorCalculator:
         P = 1.0 + lam * cos[:, None]
         positive = P > 0.0
         Ppos = torch.where(positive, P, torch.ones_like(P))
-        K = torch.where(positive, torch.pow(2.0, 1.0 - zeta) * torch.pow(Ppos, zeta - 1.0) * E,
-                        torch.zeros_like(P))
+        K = torch.where(
+            positive,
+            torch.pow(2.0, 1.0 - zeta) * torch.pow(Ppos, zeta - 1.0) * E,
+            torch.zeros_like(P),
+        )
         cols = slice(g.offset, g.offset + len(g.columns))
         G[:, cols].index_add_(0, prow[q1], K * P * F[:, None])
         if dG is None:
@@ -286,10 +342,14 @@ class DescriptorCalculator:
         else:
             dF1, dF2 = df1 * f2, f1 * df2
         Fc = F[:, None]
-        alpha_a = K * (-zlF * cos[:, None] / (r1 * r1)[:, None]
-                       + P * (dF1[:, None] - 2.0 * eta * x1 * Fc) / r1[:, None])
-        alpha_b = K * (-zlF * cos[:, None] / (r2 * r2)[:, None]
-                       + P * (dF2[:, None] - 2.0 * eta * x2 * Fc) / r2[:, None])
+        alpha_a = K * (
+            -zlF * cos[:, None] / (r1 * r1)[:, None]
+            + P * (dF1[:, None] - 2.0 * eta * x1 * Fc) / r1[:, None]
+        )
+        alpha_b = K * (
+            -zlF * cos[:, None] / (r2 * r2)[:, None]
+            + P * (dF2[:, None] - 2.0 * eta * x2 * Fc) / r2[:, None]
+        )
         A, B = a[:, None, :], b[:, None, :]
         da = alpha_a[:, :, None] * A + beta[:, :, None] * B
         db = alpha_b[:, :, None] * B + beta[:, :, None] * A
@@ -302,8 +362,9 @@ class DescriptorCalculator:
         view.index_add_(0, q2, db)
 
 
-def pair_tensors(pairs: PairList, positions: Tensor, cells: Tensor, device=None
-                 ) -> tuple[Tensor, Tensor, Tensor]:
+def pair_tensors(
+    pairs: PairList, positions: Tensor, cells: Tensor, device=None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Centres, neighbours and displacement vectors d_ij = r_j + S·H - r_i as tensors.
 
     ``positions`` (N, 3) and ``cells`` (B, 3, 3) are tensors (they may require grad);

@@ -15,8 +15,9 @@ Tensor = torch.Tensor
 TANH_PRE = (1.0 / math.tanh(1.0)) ** 3
 
 
-def cutoff_function(r: Tensor, rc: float, cutoff_type: int, alpha: float = 0.0
-                    ) -> tuple[Tensor, Tensor]:
+def cutoff_function(
+    r: Tensor, rc: float, cutoff_type: int, alpha: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """fc(r) and dfc/dr (docs section 1). ``r`` may hold values beyond rc (-> 0)."""
     inside = r < rc
     if cutoff_type == 0:

@@ -63,8 +63,9 @@ def angular_grid(r_min: float, rc: float, n: int) -> list[tuple[float, float, fl
 
 def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
     if not 0.0 < g.r_min < g.cutoff:
-        raise NNMDError(f"descriptors: r_min {g.r_min} must lie between 0 and the cutoff "
-                        f"{g.cutoff}")
+        raise NNMDError(
+            f"descriptors: r_min {g.r_min} must lie between 0 and the cutoff {g.cutoff}"
+        )
     if g.angular_type not in ANGULAR_TYPES:
         raise NNMDError(f"descriptors: angular_type must be one of {ANGULAR_TYPES}")
     funcs: dict[str, list[SymmetryFunction]] = {}
@@ -72,20 +73,45 @@ def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
         fs = []
         for n in elements:
             for eta, rs in radial_grid(g.r_min, g.cutoff, g.n_radial):
-                fs.append(SymmetryFunction(2, c, (n,), eta, g.cutoff, rs,
-                                           cutoff_type=g.cutoff_type,
-                                           cutoff_alpha=g.cutoff_alpha))
+                fs.append(
+                    SymmetryFunction(
+                        2,
+                        c,
+                        (n,),
+                        eta,
+                        g.cutoff,
+                        rs,
+                        cutoff_type=g.cutoff_type,
+                        cutoff_alpha=g.cutoff_alpha,
+                    )
+                )
         for i, a in enumerate(elements):
             for b in elements[i:]:
                 for eta, zeta, lam in angular_grid(g.r_min, g.cutoff, g.n_angular):
-                    fs.append(SymmetryFunction(g.angular_type, c, (a, b), eta, g.cutoff, 0.0,
-                                               lam, zeta, g.cutoff_type, g.cutoff_alpha))
+                    fs.append(
+                        SymmetryFunction(
+                            g.angular_type,
+                            c,
+                            (a, b),
+                            eta,
+                            g.cutoff,
+                            0.0,
+                            lam,
+                            zeta,
+                            g.cutoff_type,
+                            g.cutoff_alpha,
+                        )
+                    )
         funcs[c] = fs
     return DescriptorSpec(elements, funcs)
 
 
-def prune(spec: DescriptorSpec, G: list[torch.Tensor], max_correlation: float = 0.999,
-          min_relative_std: float = 1e-6) -> tuple[DescriptorSpec, dict[str, list[str]]]:
+def prune(
+    spec: DescriptorSpec,
+    G: list[torch.Tensor],
+    max_correlation: float = 0.999,
+    min_relative_std: float = 1e-6,
+) -> tuple[DescriptorSpec, dict[str, list[str]]]:
     """Drop, per element, functions that are constant on the data (std below
     ``min_relative_std`` times their mean absolute value, or exactly zero) and functions
     whose |Pearson correlation| with an earlier kept function exceeds ``max_correlation``.
@@ -119,8 +145,9 @@ def prune(spec: DescriptorSpec, G: list[torch.Tensor], max_correlation: float = 
                 continue
             keep.append(s)
         if not keep:
-            raise NNMDError(f"descriptors: every symmetry function of {e} is constant on the "
-                            "training data")
+            raise NNMDError(
+                f"descriptors: every symmetry function of {e} is constant on the training data"
+            )
         funcs[e] = [fs[s] for s in keep]
         removed[e] = notes
     return DescriptorSpec(spec.elements, funcs), removed
@@ -130,14 +157,17 @@ def min_distances(structures, elements: list[str], cutoff: float) -> float:
     """Shortest interatomic distance in the structures (Angstrom)."""
     best = math.inf
     for k in range(0, len(structures), 200):
-        chunk = structures[k:k + 200]
+        chunk = structures[k : k + 200]
         pl = neighbor_pairs(chunk, cutoff)
         if len(pl.centers) == 0:
             continue
         pos = np.concatenate([a.get_positions() for a in chunk])
         cells = np.stack([np.asarray(a.get_cell()) for a in chunk])
-        d = pos[pl.neighbors] - pos[pl.centers] + np.einsum("pk,pkl->pl", pl.shifts,
-                                                            cells[pl.structure])
+        d = (
+            pos[pl.neighbors]
+            - pos[pl.centers]
+            + np.einsum("pk,pkl->pl", pl.shifts, cells[pl.structure])
+        )
         best = min(best, float(np.sqrt((d * d).sum(1)).min()))
     if not math.isfinite(best):
         raise NNMDError(f"no two atoms of the training data are closer than the cutoff {cutoff}")

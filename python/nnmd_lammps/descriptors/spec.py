@@ -116,8 +116,16 @@ class SymmetryFunction:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SymmetryFunction:
         known = {
-            "type", "center", "neighbors", "eta", "rc", "rs", "lambda", "zeta",
-            "cutoff_type", "cutoff_alpha",
+            "type",
+            "center",
+            "neighbors",
+            "eta",
+            "rc",
+            "rs",
+            "lambda",
+            "zeta",
+            "cutoff_type",
+            "cutoff_alpha",
         }
         unknown = set(d) - known
         if unknown:
@@ -149,8 +157,7 @@ def n2p2_sort_key(sf: SymmetryFunction, element_index: dict[str, int]) -> tuple:
 
     Lengths enter in any consistent unit (the order is unit independent)."""
     nb = tuple(element_index[e] for e in sf.neighbors)
-    return (sf.type, sf.cutoff_type, sf.cutoff_alpha, sf.rc, sf.eta, sf.rs, sf.zeta,
-            sf.lambda_, nb)
+    return (sf.type, sf.cutoff_type, sf.cutoff_alpha, sf.rc, sf.eta, sf.rs, sf.zeta, sf.lambda_, nb)
 
 
 @dataclass
@@ -218,8 +225,10 @@ class DescriptorSpec:
         idx = self.element_index
         return DescriptorSpec(
             self.elements,
-            {e: sorted(fs, key=lambda s: n2p2_sort_key(s, idx))
-             for e, fs in self.functions.items()},
+            {
+                e: sorted(fs, key=lambda s: n2p2_sort_key(s, idx))
+                for e, fs in self.functions.items()
+            },
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,24 +241,40 @@ class DescriptorSpec:
     def from_dict(cls, d: dict[str, Any]) -> DescriptorSpec:
         try:
             elements = list(d["elements"])
-            funcs = {e: [SymmetryFunction.from_dict(x) for x in fs]
-                     for e, fs in d["functions"].items()}
+            funcs = {
+                e: [SymmetryFunction.from_dict(x) for x in fs] for e, fs in d["functions"].items()
+            }
         except KeyError as exc:
             raise NNMDError(f"descriptor specification: missing key {exc.args[0]!r}") from None
         return cls(elements, funcs)
 
 
 def _identity_key(sf: SymmetryFunction) -> tuple:
-    return (sf.type, sf.neighbors, sf.eta, sf.rc, sf.rs, sf.lambda_, sf.zeta, sf.cutoff_type,
-            sf.cutoff_alpha)
+    return (
+        sf.type,
+        sf.neighbors,
+        sf.eta,
+        sf.rc,
+        sf.rs,
+        sf.lambda_,
+        sf.zeta,
+        sf.cutoff_type,
+        sf.cutoff_alpha,
+    )
 
 
 def scale_lengths(sf: SymmetryFunction, angstrom_per_unit: float) -> SymmetryFunction:
     """Convert a symmetry function given in some length unit to Angstrom."""
     u = angstrom_per_unit
     return SymmetryFunction(
-        type=sf.type, center=sf.center, neighbors=sf.neighbors, eta=sf.eta / (u * u),
-        rc=sf.rc * u, rs=sf.rs * u, lambda_=sf.lambda_, zeta=sf.zeta,
-        cutoff_type=sf.cutoff_type, cutoff_alpha=sf.cutoff_alpha,
+        type=sf.type,
+        center=sf.center,
+        neighbors=sf.neighbors,
+        eta=sf.eta / (u * u),
+        rc=sf.rc * u,
+        rs=sf.rs * u,
+        lambda_=sf.lambda_,
+        zeta=sf.zeta,
+        cutoff_type=sf.cutoff_type,
+        cutoff_alpha=sf.cutoff_alpha,
     )
-

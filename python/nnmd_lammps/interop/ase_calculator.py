@@ -25,13 +25,15 @@ class NNMDCalculator(Calculator):
 
     implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
 
-    def __init__(self, model: str | Path | Potential, device: str | torch.device = "cpu",
-                 **kwargs) -> None:
+    def __init__(
+        self, model: str | Path | Potential, device: str | torch.device = "cpu", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.potential = model if isinstance(model, Potential) else Potential.load(model, device)
 
-    def calculate(self, atoms: Atoms | None = None, properties=("energy",),
-                  system_changes=all_changes) -> None:
+    def calculate(
+        self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes
+    ) -> None:
         super().calculate(atoms, properties, system_changes)
         want_stress = "stress" in properties
         if want_stress and not np.all(self.atoms.pbc):

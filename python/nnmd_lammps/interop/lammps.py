@@ -12,6 +12,12 @@ by atom ID into an ``.npz`` file:
   ``virial`` (6, eV, xx yy zz xy xz yz) if it defines ``nnmd_press`` (pressure NULL virial).
 
 :func:`single_point_deck` writes such a deck for one structure and a model file.
+
+In-process use of LAMMPS from ASE is ASE's own ``LAMMPSlib`` calculator (the demo uses
+it). The structure helpers here stay our own because the tests need what ASE's
+``lammps-data`` writer and ``Prism`` do not give: a box enclosing the atoms in
+non-periodic (shrink-wrapped) directions, the cell exactly as rotated (``Prism`` may
+reduce tilts) and positions written with the shortest exact representation.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ def venv_bin(name: str) -> str:
 
 
 # -- structures --------------------------------------------------------------------------------
+
 
 def lammps_frame(atoms: Atoms) -> Atoms:
     """A copy rotated so that the cell is in LAMMPS's form (a along x, b in the xy plane,
@@ -88,18 +95,26 @@ def write_lammps_data(path: str | Path, atoms: Atoms, type_symbols: Sequence[str
     missing = set(atoms.get_chemical_symbols()) - set(type_of)
     if missing:
         raise NNMDError(f"no atom type for element(s) {sorted(missing)}")
+
     def num(*xs: float) -> str:  # shortest exact representation
         return " ".join(repr(float(x)) for x in xs)
 
-    lines = ["LAMMPS data file written by nnmd-lammps", "", f"{len(atoms)} atoms",
-             f"{len(type_symbols)} atom types", "",
-             f"{num(lo[0], hi[0])} xlo xhi", f"{num(lo[1], hi[1])} ylo yhi",
-             f"{num(lo[2], hi[2])} zlo zhi"]
+    lines = [
+        "LAMMPS data file written by nnmd-lammps",
+        "",
+        f"{len(atoms)} atoms",
+        f"{len(type_symbols)} atom types",
+        "",
+        f"{num(lo[0], hi[0])} xlo xhi",
+        f"{num(lo[1], hi[1])} ylo yhi",
+        f"{num(lo[2], hi[2])} zlo zhi",
+    ]
     if abs(cell[1, 0]) + abs(cell[2, 0]) + abs(cell[2, 1]) > 0:
         lines.append(f"{num(cell[1, 0], cell[2, 0], cell[2, 1])} xy xz yz")
     lines += ["", "Masses", ""]
-    lines += [f"{t + 1} {num(atomic_masses[atomic_numbers[s]])}"
-              for t, s in enumerate(type_symbols)]
+    lines += [
+        f"{t + 1} {num(atomic_masses[atomic_numbers[s]])}" for t, s in enumerate(type_symbols)
+    ]
     lines += ["", "Atoms # atomic", ""]
     for k, (s, p) in enumerate(zip(atoms.get_chemical_symbols(), pos, strict=True)):
         lines.append(f"{k + 1} {type_of[s]} {num(*p)}")
@@ -110,9 +125,14 @@ def boundary_of(atoms: Atoms) -> str:
     return " ".join("p" if p else "s" for p in atoms.get_pbc())
 
 
-def single_point_deck(data_file: str | Path, model: str | Path, type_symbols: Sequence[str],
-                      boundary: str = "p p p", pair_style_args: str = "",
-                      extra: Sequence[str] = ()) -> list[str]:
+def single_point_deck(
+    data_file: str | Path,
+    model: str | Path,
+    type_symbols: Sequence[str],
+    boundary: str = "p p p",
+    pair_style_args: str = "",
+    extra: Sequence[str] = (),
+) -> list[str]:
     """Commands for energy, forces, per-atom energies and virials of one structure."""
     return [
         "units metal",
@@ -137,6 +157,7 @@ def single_point_deck(data_file: str | Path, model: str | Path, type_symbols: Se
 
 # -- running ------------------------------------------------------------------------------------
 
+
 @dataclass
 class LammpsResult:
     pe: float
@@ -150,8 +171,13 @@ class LammpsResult:
     log: str
 
 
-def run_lammps(commands: Sequence[str], workdir: str | Path, nprocs: int = 1,
-               timeout: float = 600.0, env: dict | None = None) -> LammpsResult:
+def run_lammps(
+    commands: Sequence[str],
+    workdir: str | Path,
+    nprocs: int = 1,
+    timeout: float = 600.0,
+    env: dict | None = None,
+) -> LammpsResult:
     """Run ``commands`` in a fresh process (``mpirun -np nprocs`` if > 1) and return the
     gathered results. Raises NNMDError with LAMMPS's ERROR line if the run fails."""
     workdir = Path(workdir)
@@ -168,19 +194,30 @@ def run_lammps(commands: Sequence[str], workdir: str | Path, nprocs: int = 1,
     run_env.setdefault("OMP_NUM_THREADS", "1")
     if env:
         run_env.update(env)
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env=run_env)
+    proc = subprocess.run(
+        cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=run_env
+    )
     log = proc.stdout + proc.stderr
     if proc.returncode != 0 or not out.exists():
         errors = [ln for ln in log.splitlines() if "ERROR" in ln]
-        raise NNMDError(errors[0] if errors else f"LAMMPS run failed (exit {proc.returncode}):"
-                        f"\n{log[-3000:]}")
+        raise NNMDError(
+            errors[0] if errors else f"LAMMPS run failed (exit {proc.returncode}):\n{log[-3000:]}"
+        )
     d = np.load(out)
-    opt = {k: (d[k] if k in d.files else None) for k in ("atomic_energies", "atomic_virials",
-                                                        "virial")}
-    return LammpsResult(float(d["pe"]), d["ids"], d["positions"], d["forces"],
-                        float(d["volume"]), opt["atomic_energies"], opt["atomic_virials"],
-                        opt["virial"], log)
+    opt = {
+        k: (d[k] if k in d.files else None) for k in ("atomic_energies", "atomic_virials", "virial")
+    }
+    return LammpsResult(
+        float(d["pe"]),
+        d["ids"],
+        d["positions"],
+        d["forces"],
+        float(d["volume"]),
+        opt["atomic_energies"],
+        opt["atomic_virials"],
+        opt["virial"],
+        log,
+    )
 
 
 def _execute(deck: Path, out: Path) -> None:

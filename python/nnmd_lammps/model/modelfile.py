@@ -34,8 +34,7 @@ def _quiet_torchscript():
     through libtorch, so the warning is noise for our users."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
-        warnings.filterwarnings("ignore", category=DeprecationWarning,
-                                message=r".*TorchScript")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*TorchScript")
         yield
 
 
@@ -44,8 +43,9 @@ def script(module: HDNNP) -> torch.jit.ScriptModule:
         return torch.jit.script(module)
 
 
-def metadata_dict(spec: DescriptorSpec, desc: ModelDescription, source: dict | None = None,
-                  dtype: str = "float64") -> dict[str, Any]:
+def metadata_dict(
+    spec: DescriptorSpec, desc: ModelDescription, source: dict | None = None, dtype: str = "float64"
+) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -57,12 +57,18 @@ def metadata_dict(spec: DescriptorSpec, desc: ModelDescription, source: dict | N
         "cutoff": spec.cutoff,
         "symmetry_functions": spec.to_dict()["functions"],
         "scaling": {e: desc.scaling[e].to_dict() for e in spec.elements},
-        "networks": {e: {"layers": list(desc.networks[e].layers),
-                         "activations": list(desc.networks[e].activations),
-                         "normalize_nodes": bool(desc.networks[e].normalize_nodes)}
-                     for e in spec.elements},
-        "energy": {"scale": desc.energy_scale,
-                   "shift": {e: desc.energy_shift.get(e, 0.0) for e in spec.elements}},
+        "networks": {
+            e: {
+                "layers": list(desc.networks[e].layers),
+                "activations": list(desc.networks[e].activations),
+                "normalize_nodes": bool(desc.networks[e].normalize_nodes),
+            }
+            for e in spec.elements
+        },
+        "energy": {
+            "scale": desc.energy_scale,
+            "shift": {e: desc.energy_shift.get(e, 0.0) for e in spec.elements},
+        },
         "source": source or {},
     }
 
@@ -70,9 +76,12 @@ def metadata_dict(spec: DescriptorSpec, desc: ModelDescription, source: dict | N
 def description_from_metadata(meta: dict[str, Any]) -> ModelDescription:
     try:
         return ModelDescription(
-            networks={e: NetworkSpec(list(v["layers"]), list(v["activations"]),
-                                     bool(v.get("normalize_nodes", False)))
-                      for e, v in meta["networks"].items()},
+            networks={
+                e: NetworkSpec(
+                    list(v["layers"]), list(v["activations"]), bool(v.get("normalize_nodes", False))
+                )
+                for e, v in meta["networks"].items()
+            },
             scaling={e: ScalingParams(**v) for e, v in meta["scaling"].items()},
             energy_scale=float(meta["energy"]["scale"]),
             energy_shift={e: float(v) for e, v in meta["energy"]["shift"].items()},
@@ -81,37 +90,50 @@ def description_from_metadata(meta: dict[str, Any]) -> ModelDescription:
         raise NNMDError(f"model metadata is incomplete or malformed ({exc})") from None
 
 
-def save_model(path: str | Path, spec: DescriptorSpec, module: HDNNP, desc: ModelDescription,
-               source: dict | None = None) -> dict[str, Any]:
+def save_model(
+    path: str | Path,
+    spec: DescriptorSpec,
+    module: HDNNP,
+    desc: ModelDescription,
+    source: dict | None = None,
+) -> dict[str, Any]:
     """Script ``module`` and write it with its metadata. Returns the metadata."""
     dtype = next(module.parameters()).dtype
     meta = metadata_dict(spec, desc, source, "float64" if dtype == torch.float64 else "float32")
     for i, e in enumerate(spec.elements):
         nin = module.networks[i].linears[0].in_features
         if nin != spec.num_functions(e):
-            raise NNMDError(f"network of {e} has {nin} inputs but {spec.num_functions(e)} "
-                            "symmetry functions")
+            raise NNMDError(
+                f"network of {e} has {nin} inputs but {spec.num_functions(e)} symmetry functions"
+            )
     scripted = script(module.cpu().eval())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with _quiet_torchscript():
-        torch.jit.save(scripted, str(tmp),
-                       _extra_files={METADATA_FILE: json.dumps(meta, indent=1, allow_nan=False)})
+        torch.jit.save(
+            scripted,
+            str(tmp),
+            _extra_files={METADATA_FILE: json.dumps(meta, indent=1, allow_nan=False)},
+        )
     tmp.replace(path)
     return meta
 
 
-def model_from_weights(spec: DescriptorSpec, desc: ModelDescription,
-                       weights: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> HDNNP:
+def model_from_weights(
+    spec: DescriptorSpec,
+    desc: ModelDescription,
+    weights: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+) -> HDNNP:
     """Build an HDNNP with given weights [(W (out, in), b)] per element."""
     module = build_hdnnp(spec.elements, desc)
     with torch.no_grad():
         for i, e in enumerate(spec.elements):
             for lin, (w, b) in zip(module.networks[i].linears, weights[e], strict=True):
                 if tuple(lin.weight.shape) != w.shape:
-                    raise NNMDError(f"weights of {e}: shape {w.shape}, expected "
-                                    f"{tuple(lin.weight.shape)}")
+                    raise NNMDError(
+                        f"weights of {e}: shape {w.shape}, expected {tuple(lin.weight.shape)}"
+                    )
                 lin.weight.copy_(torch.from_numpy(w))
                 lin.bias.copy_(torch.from_numpy(b))
     return module
@@ -140,8 +162,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
                 raise NNMDError(f"{path} is not an nnmd-lammps model file (no {METADATA_FILE})")
             meta = json.loads(z.read(names[0]), parse_constant=_reject_constant)
     except zipfile.BadZipFile:
-        raise NNMDError(f"{path} is not an nnmd-lammps model file (not a TorchScript archive)"
-                        ) from None
+        raise NNMDError(
+            f"{path} is not an nnmd-lammps model file (not a TorchScript archive)"
+        ) from None
     except json.JSONDecodeError as exc:
         raise NNMDError(f"{path}: corrupt model metadata ({exc})") from None
     _check_metadata(meta, path)
@@ -158,8 +181,10 @@ def _check_metadata(meta: Any, path: Path) -> None:
         raise NNMDError(f"{path} is not an nnmd-lammps model file")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise NNMDError(f"{path}: model format version {version} is not supported by this "
-                        f"nnmd-lammps (supports {FORMAT_VERSION})")
+        raise NNMDError(
+            f"{path}: model format version {version} is not supported by this "
+            f"nnmd-lammps (supports {FORMAT_VERSION})"
+        )
     units = meta.get("units", {})
     if units.get("length") != "Angstrom" or units.get("energy") != "eV":
         raise NNMDError(f"{path}: model units must be eV and Angstrom, got {units}")
@@ -174,12 +199,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NNMDError(f"{path}: cannot load the TorchScript model ({first})") from None
     try:
-        spec = DescriptorSpec.from_dict({"elements": meta["elements"],
-                                         "functions": meta["symmetry_functions"]})
+        spec = DescriptorSpec.from_dict(
+            {"elements": meta["elements"], "functions": meta["symmetry_functions"]}
+        )
     except KeyError as exc:
         raise NNMDError(f"{path}: model metadata lacks {exc.args[0]!r}") from None
     if list(module.elements) != spec.elements:
-        raise NNMDError(f"{path}: networks are for {list(module.elements)} but the metadata "
-                        f"lists {spec.elements}")
+        raise NNMDError(
+            f"{path}: networks are for {list(module.elements)} but the metadata "
+            f"lists {spec.elements}"
+        )
     module.eval()
     return LoadedModel(spec, module, meta)

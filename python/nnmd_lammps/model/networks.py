@@ -34,8 +34,8 @@ N2P2_ACTIVATIONS = {v: k for k, v in ACTIVATIONS.items() if v is not None}
 #: Descriptor scaling variants (docs section 4).
 SCALING_TYPES = ("none", "scale", "center", "scale_center", "sigma")
 
-def activation(name: str, x: Tensor, limit: float = ACTIVATION_EXP_LIMIT
-               ) -> tuple[Tensor, Tensor]:
+
+def activation(name: str, x: Tensor, limit: float = ACTIVATION_EXP_LIMIT) -> tuple[Tensor, Tensor]:
     """f(x) and f'(x) with n2p2's definitions (docs section 5); beyond |x| > ``limit``
     the logistic and softplus functions are saturated. (The limit is an argument with a
     default because TorchScript cannot read module globals.)"""
@@ -46,8 +46,9 @@ def activation(name: str, x: Tensor, limit: float = ACTIVATION_EXP_LIMIT
         return y, 1.0 - y * y
     if name == "sigmoid":
         s = torch.sigmoid(x)
-        y = torch.where(x > limit, torch.ones_like(x),
-                        torch.where(x < -limit, torch.zeros_like(x), s))
+        y = torch.where(
+            x > limit, torch.ones_like(x), torch.where(x < -limit, torch.zeros_like(x), s)
+        )
         dy = torch.where(x.abs() > limit, torch.zeros_like(x), s * (1.0 - s))
         return y, dy
     if name == "softplus" or name == "shifted_softplus":
@@ -55,8 +56,9 @@ def activation(name: str, x: Tensor, limit: float = ACTIVATION_EXP_LIMIT
         sp = torch.log1p(torch.exp(xc))
         y = torch.where(x > limit, x, torch.where(x < -limit, torch.zeros_like(x), sp))
         s = torch.sigmoid(x)
-        dy = torch.where(x > limit, torch.ones_like(x),
-                         torch.where(x < -limit, torch.zeros_like(x), s))
+        dy = torch.where(
+            x > limit, torch.ones_like(x), torch.where(x < -limit, torch.zeros_like(x), s)
+        )
         if name == "shifted_softplus":
             y = y - math.log(2.0)
         return y, dy
@@ -64,6 +66,7 @@ def activation(name: str, x: Tensor, limit: float = ACTIVATION_EXP_LIMIT
         s = torch.sigmoid(x)
         return x * s, s * (1.0 + x * (1.0 - s))
     raise RuntimeError("unknown activation " + name)
+
 
 @dataclass
 class ScalingParams:
@@ -107,6 +110,7 @@ class ScalingParams:
     def identity(cls, n: int) -> "ScalingParams":
         return cls("none", 0.0, 1.0, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
 
+
 @dataclass
 class NetworkSpec:
     """Architecture of one element network."""
@@ -117,15 +121,20 @@ class NetworkSpec:
 
     def validate(self, element: str) -> None:
         if len(self.layers) < 2 or self.layers[-1] != 1 or min(self.layers) < 1:
-            raise NNMDError(f"network {element}: layer widths {self.layers} invalid "
-                            "(need input, hidden..., 1)")
+            raise NNMDError(
+                f"network {element}: layer widths {self.layers} invalid (need input, hidden..., 1)"
+            )
         if len(self.activations) != len(self.layers) - 1:
-            raise NNMDError(f"network {element}: {len(self.activations)} activations for "
-                            f"{len(self.layers) - 1} layers")
+            raise NNMDError(
+                f"network {element}: {len(self.activations)} activations for "
+                f"{len(self.layers) - 1} layers"
+            )
         for a in self.activations:
             if a not in ACTIVATIONS:
-                raise NNMDError(f"network {element}: unknown activation {a!r}; known: "
-                                f"{', '.join(ACTIVATIONS)}")
+                raise NNMDError(
+                    f"network {element}: unknown activation {a!r}; known: {', '.join(ACTIVATIONS)}"
+                )
+
 
 class ElementNetwork(nn.Module):
     """Scaling layer + MLP + energy transform for one element."""
@@ -134,12 +143,20 @@ class ElementNetwork(nn.Module):
     normalize_nodes: bool
     fan_in: list[float]
 
-    def __init__(self, spec: NetworkSpec, scaling: ScalingParams, energy_scale: float,
-                 energy_shift: float, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        scaling: ScalingParams,
+        energy_scale: float,
+        energy_shift: float,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
         super().__init__()
         self.linears = nn.ModuleList(
-            [nn.Linear(a, b, dtype=dtype) for a, b in zip(spec.layers[:-1], spec.layers[1:],
-                                                            strict=True)]
+            [
+                nn.Linear(a, b, dtype=dtype)
+                for a, b in zip(spec.layers[:-1], spec.layers[1:], strict=True)
+            ]
         )
         self.activations = list(spec.activations)
         self.normalize_nodes = bool(spec.normalize_nodes)
@@ -191,6 +208,7 @@ class ElementNetwork(nn.Module):
                 grad = grad * derivs[k2 - 1]
         return energy, grad * self.g_factor
 
+
 class HDNNP(nn.Module):
     """All element networks of a model; element ``e`` is the index into ``elements``."""
 
@@ -228,6 +246,7 @@ class HDNNP(nn.Module):
     def num_elements(self) -> int:
         return len(self.elements)
 
+
 @dataclass
 class ModelDescription:
     """Everything needed to rebuild the networks, also stored in the model file."""
@@ -237,12 +256,17 @@ class ModelDescription:
     energy_scale: float = 1.0
     energy_shift: dict[str, float] = field(default_factory=dict)
 
-def build_hdnnp(elements: list[str], desc: ModelDescription,
-                dtype: torch.dtype = torch.float64) -> HDNNP:
+
+def build_hdnnp(
+    elements: list[str], desc: ModelDescription, dtype: torch.dtype = torch.float64
+) -> HDNNP:
     nets = []
     for e in elements:
         spec = desc.networks[e]
         spec.validate(e)
-        nets.append(ElementNetwork(spec, desc.scaling[e], desc.energy_scale,
-                                   desc.energy_shift.get(e, 0.0), dtype=dtype))
+        nets.append(
+            ElementNetwork(
+                spec, desc.scaling[e], desc.energy_scale, desc.energy_shift.get(e, 0.0), dtype=dtype
+            )
+        )
     return HDNNP(elements, nets)

@@ -44,8 +44,10 @@ def species_indices(structures: Sequence[Atoms], elements: list[str]) -> np.ndar
         syms = atoms.get_chemical_symbols()
         missing = sorted(set(syms) - set(index))
         if missing:
-            raise NNMDError(f"structure {k} contains element(s) {', '.join(missing)} that the "
-                            f"model does not describe (model elements: {', '.join(elements)})")
+            raise NNMDError(
+                f"structure {k} contains element(s) {', '.join(missing)} that the "
+                f"model does not describe (model elements: {', '.join(elements)})"
+            )
         out.append(np.array([index[s] for s in syms], dtype=np.int64))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
@@ -65,19 +67,26 @@ class StructureBatch:
     owner: torch.Tensor  # structure index of each atom
 
 
-def make_batch(structures: Sequence[Atoms], elements: list[str], cutoff: float,
-               dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
-               ) -> StructureBatch:
+def make_batch(
+    structures: Sequence[Atoms],
+    elements: list[str],
+    cutoff: float,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> StructureBatch:
     species = torch.from_numpy(species_indices(structures, elements)).to(device)
     pairs = neighbor_pairs(structures, cutoff)
-    pos = torch.from_numpy(np.concatenate([a.get_positions() for a in structures]).reshape(-1, 3)
-                           ).to(device=device, dtype=dtype)
-    cells = torch.from_numpy(np.stack([np.asarray(a.get_cell()) for a in structures])
-                             .reshape(-1, 3, 3)).to(device=device, dtype=dtype)
+    pos = torch.from_numpy(
+        np.concatenate([a.get_positions() for a in structures]).reshape(-1, 3)
+    ).to(device=device, dtype=dtype)
+    cells = torch.from_numpy(
+        np.stack([np.asarray(a.get_cell()) for a in structures]).reshape(-1, 3, 3)
+    ).to(device=device, dtype=dtype)
     i, j, d = pair_tensors(pairs, pos, cells)
     counts = [len(a) for a in structures]
-    owner = torch.repeat_interleave(torch.arange(len(structures), device=device),
-                                    torch.tensor(counts, device=device))
+    owner = torch.repeat_interleave(
+        torch.arange(len(structures), device=device), torch.tensor(counts, device=device)
+    )
     return StructureBatch(counts, species, pos, cells, i, j, d, owner)
 
 
@@ -88,8 +97,14 @@ class Potential:
     module of a model file, or an :class:`~nnmd_lammps.model.networks.HDNNP` during
     training)."""
 
-    def __init__(self, spec: DescriptorSpec, network, metadata: dict | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> None:
+    def __init__(
+        self,
+        spec: DescriptorSpec,
+        network,
+        metadata: dict | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
         self.spec = spec
         self.network = network
         self.metadata = metadata or {}
@@ -110,33 +125,50 @@ class Potential:
     def cutoff(self) -> float:
         return self.spec.cutoff
 
-    def descriptors_of(self, structures: Sequence[Atoms], derivatives: bool = True
-                       ) -> tuple[StructureBatch, DescriptorValues]:
+    def descriptors_of(
+        self, structures: Sequence[Atoms], derivatives: bool = True
+    ) -> tuple[StructureBatch, DescriptorValues]:
         batch = make_batch(structures, self.elements, self.cutoff, self.dtype, self.device)
-        values = self.calculator.compute(batch.species, batch.centers, batch.neighbors,
-                                        batch.vectors, derivatives=derivatives)
+        values = self.calculator.compute(
+            batch.species, batch.centers, batch.neighbors, batch.vectors, derivatives=derivatives
+        )
         return batch, values
 
-    def evaluate(self, structures: Sequence[Atoms], forces: bool = True, stress: bool = True,
-                 atomic_virials: bool = False, max_batch_atoms: int = 4000) -> list[Prediction]:
+    def evaluate(
+        self,
+        structures: Sequence[Atoms],
+        forces: bool = True,
+        stress: bool = True,
+        atomic_virials: bool = False,
+        max_batch_atoms: int = 4000,
+    ) -> list[Prediction]:
         """Predict every structure (batched, at most ``max_batch_atoms`` atoms per batch
         unless a single structure is larger)."""
         results: list[Prediction] = []
         start = 0
         while start < len(structures):
             stop, natoms = start, 0
-            while stop < len(structures) and (stop == start or
-                                              natoms + len(structures[stop]) <= max_batch_atoms):
+            while stop < len(structures) and (
+                stop == start or natoms + len(structures[stop]) <= max_batch_atoms
+            ):
                 natoms += len(structures[stop])
                 stop += 1
-            results.extend(self._evaluate_batch(structures[start:stop], forces or stress,
-                                                stress, atomic_virials))
+            results.extend(
+                self._evaluate_batch(
+                    structures[start:stop], forces or stress, stress, atomic_virials
+                )
+            )
             start = stop
         return results
 
     @torch.no_grad()
-    def _evaluate_batch(self, structures: Sequence[Atoms], derivatives: bool, want_stress: bool,
-                        atomic_virials: bool) -> list[Prediction]:
+    def _evaluate_batch(
+        self,
+        structures: Sequence[Atoms],
+        derivatives: bool,
+        want_stress: bool,
+        atomic_virials: bool,
+    ) -> list[Prediction]:
         batch, values = self.descriptors_of(structures, derivatives)
         n = values.n_atoms
         e_atom = torch.zeros(n, dtype=self.dtype, device=self.device)
@@ -147,8 +179,14 @@ class Potential:
             grads.append(grad)
         f = w_atom = w_lmp = None
         if derivatives:
-            c = forces_and_virial(values, grads, n, virial_rows=values.pair_i, n_virial_rows=n,
-                                  atom_virial=atomic_virials)
+            c = forces_and_virial(
+                values,
+                grads,
+                n,
+                virial_rows=values.pair_i,
+                n_virial_rows=n,
+                atom_virial=atomic_virials,
+            )
             f, w_atom, w_lmp = c.forces, c.virial, c.atom_virial
         nstruct = len(structures)
         energies = torch.zeros(nstruct, dtype=self.dtype, device=self.device)
@@ -169,12 +207,14 @@ class Potential:
                 vir_out = 0.5 * (vir + vir.T)
                 if want_stress and periodic:
                     str_out = -vir_out / atoms.get_volume()
-            out.append(Prediction(
-                energy=float(energies[k]),
-                atomic_energies=e_atom[sl].cpu().numpy(),
-                forces=None if f is None else f[sl].cpu().numpy(),
-                virial=vir_out,
-                stress=str_out,
-                atomic_virials=None if w_lmp is None else w_lmp[sl].cpu().numpy(),
-            ))
+            out.append(
+                Prediction(
+                    energy=float(energies[k]),
+                    atomic_energies=e_atom[sl].cpu().numpy(),
+                    forces=None if f is None else f[sl].cpu().numpy(),
+                    virial=vir_out,
+                    stress=str_out,
+                    atomic_virials=None if w_lmp is None else w_lmp[sl].cpu().numpy(),
+                )
+            )
         return out

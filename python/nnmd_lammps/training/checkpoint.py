@@ -68,8 +68,10 @@ class TrainingState:
         if d.get("format") != CHECKPOINT_FORMAT:
             raise NNMDError(f"{where} is not an nnmd-lammps checkpoint")
         if d.get("version") != CHECKPOINT_VERSION:
-            raise NNMDError(f"{where}: checkpoint version {d.get('version')} is not supported "
-                            f"(this nnmd-lammps writes version {CHECKPOINT_VERSION})")
+            raise NNMDError(
+                f"{where}: checkpoint version {d.get('version')} is not supported "
+                f"(this nnmd-lammps writes version {CHECKPOINT_VERSION})"
+            )
         known = {f.name for f in fields(cls)}
         try:
             state = cls(**{k: v for k, v in d.items() if k in known})
@@ -109,8 +111,9 @@ def load_checkpoint(path: str | Path) -> TrainingState:
     return TrainingState.from_dict(d, str(path))
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any],
-                       allowed: set[tuple[str, str]]) -> list[str]:
+def config_differences(
+    old: dict[str, Any], new: dict[str, Any], allowed: set[tuple[str, str]]
+) -> list[str]:
     """Keys (``section.key``) whose values differ between two config dicts, except the
     ``allowed`` (section, key) pairs."""
     diffs = []

@@ -152,8 +152,7 @@ def _build(cls, raw: Any, where: str):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise NNMDError(f"config section '{where or 'top level'}' must be a mapping, "
-                        f"got {raw!r}")
+        raise NNMDError(f"config section '{where or 'top level'}' must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.name != "base_dir"]
     kwargs = {}
@@ -162,8 +161,9 @@ def _build(cls, raw: Any, where: str):
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise NNMDError(f"unknown config key '{full}'{hint}; valid keys here: "
-                            f"{', '.join(names)}")
+            raise NNMDError(
+                f"unknown config key '{full}'{hint}; valid keys here: {', '.join(names)}"
+            )
         kwargs[key] = _check_type(value, hints[key], full)
     return cls(**kwargs)
 
@@ -188,16 +188,29 @@ def validate(cfg: Config) -> None:
 
     for path, allowed in CHOICES.items():
         if get(path) not in allowed:
-            raise NNMDError(f"config key '{path}' must be one of {list(allowed)}, "
-                            f"got {get(path)!r}")
-    positive = ["cutoff", "training.epochs", "training.batch_size", "training.learning_rate",
-                "descriptors.max_correlation"]
+            raise NNMDError(
+                f"config key '{path}' must be one of {list(allowed)}, got {get(path)!r}"
+            )
+    positive = [
+        "cutoff",
+        "training.epochs",
+        "training.batch_size",
+        "training.learning_rate",
+        "descriptors.max_correlation",
+    ]
     for path in positive:
         if not get(path) > 0:
             raise NNMDError(f"config key '{path}' must be positive, got {get(path)!r}")
-    for path in ("descriptors.radial", "descriptors.angular", "training.refine.iterations",
-                 "training.threads", "training.early_stopping_patience",
-                 "training.energy_weight", "training.force_weight", "training.stress_weight"):
+    for path in (
+        "descriptors.radial",
+        "descriptors.angular",
+        "training.refine.iterations",
+        "training.threads",
+        "training.early_stopping_patience",
+        "training.energy_weight",
+        "training.force_weight",
+        "training.stress_weight",
+    ):
         if get(path) < 0:
             raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
     if not cfg.data.train:
@@ -205,8 +218,9 @@ def validate(cfg: Config) -> None:
     if any(h <= 0 for h in cfg.network.hidden):
         raise NNMDError("config key 'network.hidden' must list positive layer widths")
     if not 0 <= cfg.data.validation_fraction < 1 or not 0 <= cfg.data.test_fraction < 1:
-        raise NNMDError("config keys 'data.validation_fraction' and 'data.test_fraction' must "
-                        "lie in [0, 1)")
+        raise NNMDError(
+            "config keys 'data.validation_fraction' and 'data.test_fraction' must lie in [0, 1)"
+        )
     if cfg.descriptors.functions is None and cfg.descriptors.radial + cfg.descriptors.angular == 0:
         raise NNMDError("config: descriptors.radial and descriptors.angular are both 0")
 
@@ -227,8 +241,7 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise NNMDError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}"
-                        ) from None
+        raise NNMDError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     return config_from_dict(raw, path.parent)
 
 

@@ -46,7 +46,9 @@ def load_datasets(cfg: Config, log: Callable[[str], None]) -> dict[str, Dataset]
     if len(out["train"]) == 0:
         raise NNMDError("the training set is empty")
     for name, ds in out.items():
-        log(f"{name:10s}: {len(ds):5d} structures, {int(ds.n_atoms.sum()):7d} atoms, forces for "
+        log(
+            f"{name:10s}: {len(ds):5d} structures, {int(ds.n_atoms.sum()):7d} atoms, forces for "
             f"{sum(f is not None for f in ds.forces)}, stress for "
-            f"{sum(s is not None for s in ds.stress)}")
+            f"{sum(s is not None for s in ds.stress)}"
+        )
     return out

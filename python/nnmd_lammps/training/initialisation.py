@@ -22,8 +22,10 @@ from .config import Config
 def fit_reference_energies(data: Dataset, elements: list[str]) -> tuple[dict[str, float], float]:
     """Per-element energies by least squares (E ~ sum_e n_e mu_e) and the RMS of the
     per-atom residual (the network output scale), from the training set."""
-    counts = np.array([[a.get_chemical_symbols().count(e) for e in elements]
-                       for a in data.structures], dtype=float)
+    counts = np.array(
+        [[a.get_chemical_symbols().count(e) for e in elements] for a in data.structures],
+        dtype=float,
+    )
     present = counts.sum(0) > 0
     mu = np.zeros(len(elements))
     sol, *_ = np.linalg.lstsq(counts[:, present], data.energy, rcond=None)
@@ -44,40 +46,58 @@ def scaling_from(G: torch.Tensor, kind: str) -> ScalingParams:
     std = torch.where(std > 0, std, torch.ones_like(std))
     span = torch.where(gmax > gmin, gmax - gmin, torch.ones_like(gmax))
     smin, smax = (-1.0, 1.0) if kind in ("scale", "scale_center") else (0.0, 1.0)
-    return ScalingParams(kind, smin, smax, gmin.tolist(), (gmin + span).tolist(), mean.tolist(),
-                         std.tolist())
+    return ScalingParams(
+        kind, smin, smax, gmin.tolist(), (gmin + span).tolist(), mean.tolist(), std.tolist()
+    )
 
 
-def build_descriptors(cfg: Config, elements: list[str], train: Dataset,
-                      log: Callable[[str], None]) -> DescriptorSpec:
+def build_descriptors(
+    cfg: Config, elements: list[str], train: Dataset, log: Callable[[str], None]
+) -> DescriptorSpec:
     dc = cfg.descriptors
     if dc.functions is not None:
         spec = DescriptorSpec.from_dict({"elements": elements, "functions": _group(dc.functions)})
-        log(f"descriptors: {sum(len(v) for v in spec.functions.values())} functions given in "
-            "the config")
+        log(
+            f"descriptors: {sum(len(v) for v in spec.functions.values())} functions given in "
+            "the config"
+        )
         return spec
     r_min = dc.r_min
     if r_min is None:
         dmin = min_distances(train.structures, elements, cfg.cutoff)
         r_min = round(0.8 * dmin, 3)
-        log(f"descriptors: shortest distance in the training data {dmin:.3f} A -> r_min "
-            f"{r_min:.3f} A")
-    spec = generate(elements, GridSettings(cfg.cutoff, dc.radial, dc.angular, r_min,
-                                           dc.angular_type, dc.cutoff_type, dc.cutoff_alpha))
+        log(
+            f"descriptors: shortest distance in the training data {dmin:.3f} A -> r_min "
+            f"{r_min:.3f} A"
+        )
+    spec = generate(
+        elements,
+        GridSettings(
+            cfg.cutoff,
+            dc.radial,
+            dc.angular,
+            r_min,
+            dc.angular_type,
+            dc.cutoff_type,
+            dc.cutoff_alpha,
+        ),
+    )
     log("descriptors: generated " + ", ".join(f"{e}: {spec.num_functions(e)}" for e in elements))
     if dc.prune:
         calc = DescriptorCalculator(spec)
         Gs = [[] for _ in elements]
         for k in range(0, len(train), 64):
-            chunk = train.structures[k:k + 64]
+            chunk = train.structures[k : k + 64]
             b = make_batch(chunk, elements, calc.cutoff)
             desc = calc.compute(b.species, b.centers, b.neighbors, b.vectors, derivatives=False)
             for e in range(len(elements)):
                 Gs[e].append(desc.G[e])
         spec, removed = prune(spec, [torch.cat(g) for g in Gs], dc.max_correlation)
         for e, notes in removed.items():
-            log(f"descriptors: pruned {len(notes)} of {e}'s functions (constant or |corr| > "
-                f"{dc.max_correlation})")
+            log(
+                f"descriptors: pruned {len(notes)} of {e}'s functions (constant or |corr| > "
+                f"{dc.max_correlation})"
+            )
         log("descriptors: kept " + ", ".join(f"{e}: {spec.num_functions(e)}" for e in elements))
     return spec
 

@@ -12,8 +12,9 @@ from ..model.networks import HDNNP
 from .tensors import TrainingBatch
 
 
-def predict_batch(model: HDNNP, b: TrainingBatch, forces: bool = True, stress: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def predict_batch(
+    model: HDNNP, b: TrainingBatch, forces: bool = True, stress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Energies (B,), forces (Nb, 3) and stresses (B, 3, 3; ASE sign) of a batch;
     differentiable in the model parameters."""
     ref = b.energy
@@ -32,9 +33,14 @@ def predict_batch(model: HDNNP, b: TrainingBatch, forces: bool = True, stress: b
         E = E.index_add(0, b.row_struct[e], en)
     if not derivatives:
         return E, None, None
-    c = forces_and_virial(b, grads, len(b.atom_struct), forces=forces,
-                          virial_rows=b.pair_struct if stress else None,
-                          n_virial_rows=b.n_structures)
+    c = forces_and_virial(
+        b,
+        grads,
+        len(b.atom_struct),
+        forces=forces,
+        virial_rows=b.pair_struct if stress else None,
+        n_virial_rows=b.n_structures,
+    )
     W = c.virial
     S = None if W is None else -0.5 * (W + W.transpose(1, 2)) / b.volume[:, None, None]
     return E, c.forces, S

@@ -10,8 +10,12 @@ from ase.units import GPa
 from ..data.dataset import Dataset
 
 
-def error_metrics(data: Dataset, energies: Sequence[float], forces: Sequence[np.ndarray | None],
-                  stresses: Sequence[np.ndarray | None] | None = None) -> dict[str, float]:
+def error_metrics(
+    data: Dataset,
+    energies: Sequence[float],
+    forces: Sequence[np.ndarray | None],
+    stresses: Sequence[np.ndarray | None] | None = None,
+) -> dict[str, float]:
     """Energy errors per atom (meV/atom), force errors per Cartesian component (eV/A) and,
     where both reference and prediction exist, stress errors per component (GPa)."""
     n = data.n_atoms.astype(float)
@@ -23,8 +27,11 @@ def error_metrics(data: Dataset, energies: Sequence[float], forces: Sequence[np.
         "energy_rmse_mev_per_atom": float(np.sqrt((de**2).mean())),
         "energy_max_error_mev_per_atom": float(np.abs(de).max()),
     }
-    diffs = [f - ref for f, ref in zip(forces, data.forces, strict=True)
-             if f is not None and ref is not None]
+    diffs = [
+        f - ref
+        for f, ref in zip(forces, data.forces, strict=True)
+        if f is not None and ref is not None
+    ]
     if diffs:
         df = np.concatenate([d.ravel() for d in diffs])
         out["force_mae_ev_per_angstrom"] = float(np.abs(df).mean())
@@ -32,8 +39,11 @@ def error_metrics(data: Dataset, energies: Sequence[float], forces: Sequence[np.
         out["force_max_error_ev_per_angstrom"] = float(np.abs(df).max())
         out["n_force_components"] = int(df.size)
     if stresses is not None:
-        ds = [s - ref for s, ref in zip(stresses, data.stress, strict=True)
-              if s is not None and ref is not None]
+        ds = [
+            s - ref
+            for s, ref in zip(stresses, data.stress, strict=True)
+            if s is not None and ref is not None
+        ]
         if ds:
             d = np.concatenate([x.ravel() for x in ds]) / GPa
             out["stress_mae_gpa"] = float(np.abs(d).mean())

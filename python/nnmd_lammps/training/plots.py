@@ -27,8 +27,9 @@ def learning_curve(history: dict, path: Path) -> None:
     if history.get("refine_iteration"):
         last = history["epoch"][-1] if history.get("epoch") else 0
         x = last + np.asarray(history["refine_iteration"]) / REFINE_BLOCK
-        ax.semilogy(x, history["refine_train_loss"],
-                    label=f"training (L-BFGS, {REFINE_BLOCK} it./unit)")
+        ax.semilogy(
+            x, history["refine_train_loss"], label=f"training (L-BFGS, {REFINE_BLOCK} it./unit)"
+        )
         ax.semilogy(x, history["refine_val_loss"], label="validation (L-BFGS)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
@@ -55,8 +56,11 @@ def parity_plots(data, predictions, out: Path, label: str) -> None:
     fig.tight_layout()
     fig.savefig(out / "parity_energy.png", dpi=120)
     plt.close(fig)
-    pairs = [(p.forces.ravel(), f.ravel()) for p, f in zip(predictions, data.forces, strict=True)
-             if f is not None and p.forces is not None]
+    pairs = [
+        (p.forces.ravel(), f.ravel())
+        for p, f in zip(predictions, data.forces, strict=True)
+        if f is not None and p.forces is not None
+    ]
     fig, ax = plt.subplots(figsize=(5, 5))
     if pairs:
         fp = np.concatenate([a for a, _ in pairs])

@@ -43,8 +43,15 @@ class TrainingData:
     """Descriptors, their derivatives and reference values of a dataset, laid out so that
     each structure's atoms, rows and pairs are contiguous."""
 
-    def __init__(self, data: Dataset, calc: DescriptorCalculator, elements: list[str],
-                 dtype: torch.dtype, device: torch.device, chunk_atoms: int = 3000) -> None:
+    def __init__(
+        self,
+        data: Dataset,
+        calc: DescriptorCalculator,
+        elements: list[str],
+        dtype: torch.dtype,
+        device: torch.device,
+        chunk_atoms: int = 3000,
+    ) -> None:
         self.data = data
         nel = len(elements)
         B = len(data)
@@ -68,10 +75,12 @@ class TrainingData:
             a0 = int(self.atom_off[start])
             for e in range(nel):
                 Gs[e].append(desc.G[e])
-                row_counts[e, start:stop] = np.bincount(owner[desc.atoms[e].numpy()],
-                                                        minlength=stop)[start:stop]
-                pair_counts[e, start:stop] = np.bincount(owner[desc.pair_i[e].numpy()],
-                                                         minlength=stop)[start:stop]
+                row_counts[e, start:stop] = np.bincount(
+                    owner[desc.atoms[e].numpy()], minlength=stop
+                )[start:stop]
+                pair_counts[e, start:stop] = np.bincount(
+                    owner[desc.pair_i[e].numpy()], minlength=stop
+                )[start:stop]
                 pr[e].append(desc.pair_row[e] + row_base[e])
                 pi[e].append(desc.pair_i[e] + a0)
                 pj[e].append(desc.pair_j[e] + a0)
@@ -91,12 +100,17 @@ class TrainingData:
         self.pair_j = [cat(pj[e]) for e in range(nel)]
         self.pair_d = [cat(pd[e], dtype=dtype) for e in range(nel)]
         self.dGdd = [cat(dg[e], dtype=dtype) for e in range(nel)]
-        self.row_struct = [torch.repeat_interleave(torch.arange(B), torch.from_numpy(
-            row_counts[e])).to(device) for e in range(nel)]
-        self.pair_struct = [torch.repeat_interleave(torch.arange(B), torch.from_numpy(
-            pair_counts[e])).to(device) for e in range(nel)]
-        self.atom_struct = torch.repeat_interleave(torch.arange(B), torch.from_numpy(natoms)
-                                                   ).to(device)
+        self.row_struct = [
+            torch.repeat_interleave(torch.arange(B), torch.from_numpy(row_counts[e])).to(device)
+            for e in range(nel)
+        ]
+        self.pair_struct = [
+            torch.repeat_interleave(torch.arange(B), torch.from_numpy(pair_counts[e])).to(device)
+            for e in range(nel)
+        ]
+        self.atom_struct = torch.repeat_interleave(torch.arange(B), torch.from_numpy(natoms)).to(
+            device
+        )
         self.natoms = torch.tensor(natoms, dtype=dtype, device=device)
         self.energy = torch.tensor(data.energy, dtype=dtype, device=device)
         self.weight = torch.tensor(data.weight, dtype=dtype, device=device)
@@ -128,10 +142,25 @@ class TrainingData:
         if sids is None:
             if self._full is None:
                 self._full = TrainingBatch(
-                    self.n, self.natoms, self.energy, self.weight, self.forces, self.force_mask,
-                    self.atom_struct, self.stress, self.stress_mask, self.volume, self.G,
-                    self.row_struct, self.pair_row, self.pair_i, self.pair_j, self.pair_d,
-                    self.pair_struct, self.dGdd)
+                    self.n,
+                    self.natoms,
+                    self.energy,
+                    self.weight,
+                    self.forces,
+                    self.force_mask,
+                    self.atom_struct,
+                    self.stress,
+                    self.stress_mask,
+                    self.volume,
+                    self.G,
+                    self.row_struct,
+                    self.pair_row,
+                    self.pair_i,
+                    self.pair_j,
+                    self.pair_d,
+                    self.pair_struct,
+                    self.dGdd,
+                )
             return self._full
         dev = self.device
         sids = np.asarray(sids, dtype=np.int64)
@@ -142,13 +171,22 @@ class TrainingData:
             per local structure the shift from a global to a batch-local item index."""
             starts, stops = off[sids], off[sids + 1]
             counts = stops - starts
-            idx = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)]) \
-                if len(sids) else np.zeros(0, dtype=np.int64)
-            owner = np.repeat(local_struct, counts)
-            shift = np.concatenate([[0], np.cumsum(counts)[:-1]]) - starts if len(sids) \
+            idx = (
+                np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+                if len(sids)
                 else np.zeros(0, dtype=np.int64)
-            return (torch.from_numpy(idx).to(dev), torch.from_numpy(owner).to(dev),
-                    torch.from_numpy(shift).to(dev))
+            )
+            owner = np.repeat(local_struct, counts)
+            shift = (
+                np.concatenate([[0], np.cumsum(counts)[:-1]]) - starts
+                if len(sids)
+                else np.zeros(0, dtype=np.int64)
+            )
+            return (
+                torch.from_numpy(idx).to(dev),
+                torch.from_numpy(owner).to(dev),
+                torch.from_numpy(shift).to(dev),
+            )
 
         atoms, atom_owner, atom_shift = ranges(self.atom_off)
         G, rs, prow, pi, pj, pd, ps, dg = [], [], [], [], [], [], [], []
@@ -165,6 +203,22 @@ class TrainingData:
             dg.append(self.dGdd[e][pairs])
         s = torch.from_numpy(sids).to(dev)
         return TrainingBatch(
-            len(sids), self.natoms[s], self.energy[s], self.weight[s], self.forces[atoms],
-            self.force_mask[atoms], atom_owner, self.stress[s], self.stress_mask[s],
-            self.volume[s], G, rs, prow, pi, pj, pd, ps, dg)
+            len(sids),
+            self.natoms[s],
+            self.energy[s],
+            self.weight[s],
+            self.forces[atoms],
+            self.force_mask[atoms],
+            atom_owner,
+            self.stress[s],
+            self.stress_mask[s],
+            self.volume[s],
+            G,
+            rs,
+            prow,
+            pi,
+            pj,
+            pd,
+            ps,
+            dg,
+        )

@@ -47,8 +47,9 @@ class Trainer:
     """One training run in the directory ``out`` (model.pt, checkpoint.pt, train.log,
     metrics.json, plots)."""
 
-    def __init__(self, cfg: Config, out: str | Path, resume: bool = False,
-                 progress: bool = True) -> None:
+    def __init__(
+        self, cfg: Config, out: str | Path, resume: bool = False, progress: bool = True
+    ) -> None:
         self.cfg = cfg
         self.out = Path(out)
         self.resume = resume
@@ -79,16 +80,20 @@ class Trainer:
         allowed = {("training", "epochs"), ("training", "refine")}
         diffs = config_differences(ck.config, self.cfg.to_dict(), allowed)
         if diffs:
-            raise NNMDError(f"--resume: the config differs from the run in {self.out} in "
-                            f"{', '.join(diffs)} (only training.epochs and "
-                            "training.refine may change)")
+            raise NNMDError(
+                f"--resume: the config differs from the run in {self.out} in "
+                f"{', '.join(diffs)} (only training.epochs and "
+                "training.refine may change)"
+            )
 
     # main -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg, tc = self.cfg, self.cfg.training
         if not self.resume and (self.out / CHECKPOINT).exists():
-            raise NNMDError(f"{self.out} already holds a training run; use --resume to continue "
-                            "it or choose another --out")
+            raise NNMDError(
+                f"{self.out} already holds a training run; use --resume to continue "
+                "it or choose another --out"
+            )
         ck = load_checkpoint(self.out / CHECKPOINT) if self.resume else None
         if ck is not None:
             self._check_same_config(ck)
@@ -99,43 +104,54 @@ class Trainer:
         device = torch.device(tc.device)
         dtype = DTYPES[tc.dtype]
         t_start = time.perf_counter()
-        self.log(f"nnmd-lammps {__version__}: training in {self.out} "
-                 f"({'resumed' if ck else 'new run'}), device {device}, {tc.dtype}")
+        self.log(
+            f"nnmd-lammps {__version__}: training in {self.out} "
+            f"({'resumed' if ck else 'new run'}), device {device}, {tc.dtype}"
+        )
         sets = load_datasets(cfg, self.log)
-        elements = cfg.elements or sort_elements(set().union(*(s.elements()
-                                                               for s in sets.values())))
+        elements = cfg.elements or sort_elements(
+            set().union(*(s.elements() for s in sets.values()))
+        )
         elements = sort_elements(elements)
         for name, ds in sets.items():
             extra = ds.elements() - set(elements)
             if extra:
-                raise NNMDError(f"the {name} set contains element(s) {sorted(extra)} not listed "
-                                f"in 'elements' {elements}")
+                raise NNMDError(
+                    f"the {name} set contains element(s) {sorted(extra)} not listed "
+                    f"in 'elements' {elements}"
+                )
         torch.manual_seed(tc.seed)
         if ck is None:
             spec = build_descriptors(cfg, elements, sets["train"], self.log)
         else:
             meta = ck.model_metadata
-            spec = DescriptorSpec.from_dict({"elements": meta["elements"],
-                                             "functions": meta["symmetry_functions"]})
+            spec = DescriptorSpec.from_dict(
+                {"elements": meta["elements"], "functions": meta["symmetry_functions"]}
+            )
         calc = DescriptorCalculator(spec)
         t0 = time.perf_counter()
-        tdata = {name: TrainingData(ds, calc, elements, dtype, device)
-                 for name, ds in sets.items() if len(ds)}
-        self.log(f"descriptors and derivatives of all structures: "
-                 f"{time.perf_counter() - t0:.1f} s")
+        tdata = {
+            name: TrainingData(ds, calc, elements, dtype, device)
+            for name, ds in sets.items()
+            if len(ds)
+        }
+        self.log(f"descriptors and derivatives of all structures: {time.perf_counter() - t0:.1f} s")
         if ck is None:
             description = ModelDescription()
             mu, scale = fit_reference_energies(sets["train"], elements)
-            self.log("reference energies (least squares): " + ", ".join(
-                f"{e} {m:.6f} eV" for e, m in mu.items()) + f"; per-atom residual RMS "
-                f"{scale * 1000:.2f} meV (network output scale)")
+            self.log(
+                "reference energies (least squares): "
+                + ", ".join(f"{e} {m:.6f} eV" for e, m in mu.items())
+                + f"; per-atom residual RMS "
+                f"{scale * 1000:.2f} meV (network output scale)"
+            )
             hidden = cfg.network.hidden
             for e_idx, e in enumerate(elements):
                 description.networks[e] = NetworkSpec(
                     [spec.num_functions(e), *hidden, 1],
-                    [cfg.network.activation] * len(hidden) + ["identity"])
-                description.scaling[e] = scaling_from(tdata["train"].G[e_idx],
-                                                      cfg.network.scaling)
+                    [cfg.network.activation] * len(hidden) + ["identity"],
+                )
+                description.scaling[e] = scaling_from(tdata["train"].G[e_idx], cfg.network.scaling)
             description.energy_scale = scale
             description.energy_shift = mu
         else:
@@ -160,18 +176,24 @@ class Trainer:
             loss = loss_terms(model, td.batch(), weights)
         return float(loss)
 
-    def _train_adam(self, model: HDNNP, tdata: dict[str, TrainingData], weights: LossWeights,
-                    state: TrainingState) -> TrainingState:
+    def _train_adam(
+        self,
+        model: HDNNP,
+        tdata: dict[str, TrainingData],
+        weights: LossWeights,
+        state: TrainingState,
+    ) -> TrainingState:
         """Adam epochs from ``state`` (a new run's empty state or a checkpoint); returns
         the state at the start of the refinement phase."""
         tc = self.cfg.training
         train = tdata["train"]
         val = tdata.get("validation")
-        opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate,
-                               weight_decay=tc.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=tc.lr_factor,
-                                                           patience=tc.lr_patience,
-                                                           min_lr=tc.lr_min)
+        opt = torch.optim.Adam(
+            model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
+        )
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=tc.lr_factor, patience=tc.lr_patience, min_lr=tc.lr_min
+        )
         gen = torch.Generator().manual_seed(tc.seed)
         resumed = state.model_state is not None
         if not resumed:
@@ -184,8 +206,10 @@ class Trainer:
                 sched.load_state_dict(state.scheduler_state)
             gen.set_state(state.generator_state)
             torch.set_rng_state(state.torch_rng_state)
-            self.log(f"resuming after epoch {state.epoch} (phase {state.phase}, best validation "
-                     f"loss {state.best_val:.4g} at epoch {state.best_epoch})")
+            self.log(
+                f"resuming after epoch {state.epoch} (phase {state.phase}, best validation "
+                f"loss {state.best_val:.4g} at epoch {state.best_epoch})"
+            )
         if state.phase != "adam":
             return state
         history = state.history
@@ -194,8 +218,9 @@ class Trainer:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=tc.epochs, initial=start, desc="training", unit="epoch",
-                       dynamic_ncols=True)
+            bar = tqdm(
+                total=tc.epochs, initial=start, desc="training", unit="epoch", dynamic_ncols=True
+            )
         t0 = time.perf_counter() - (history["time_s"][-1] if history["time_s"] else 0.0)
         stopped = False
         try:
@@ -204,7 +229,7 @@ class Trainer:
                 perm = torch.randperm(train.n, generator=gen).numpy()
                 total, count = 0.0, 0
                 for k in range(0, train.n, tc.batch_size):
-                    b = train.batch(perm[k:k + tc.batch_size])
+                    b = train.batch(perm[k : k + tc.batch_size])
                     opt.zero_grad(set_to_none=True)
                     loss = loss_terms(model, b, weights)
                     loss.backward()
@@ -215,15 +240,21 @@ class Trainer:
                 val_loss = self._evaluate(model, val, weights) if val is not None else train_loss
                 sched.step(val_loss)
                 lr = opt.param_groups[0]["lr"]
-                for key, v in (("epoch", epoch + 1), ("train_loss", train_loss),
-                               ("val_loss", val_loss), ("lr", lr),
-                               ("time_s", time.perf_counter() - t0)):
+                for key, v in (
+                    ("epoch", epoch + 1),
+                    ("train_loss", train_loss),
+                    ("val_loss", val_loss),
+                    ("lr", lr),
+                    ("time_s", time.perf_counter() - t0),
+                ):
                     history[key].append(v)
                 if val_loss < state.best_val:
                     state.best_val, state.best_epoch = val_loss, epoch + 1
                     state.best_state = copy.deepcopy(model.state_dict())
-                stop = (epoch + 1 - state.best_epoch > tc.early_stopping_patience
-                        and tc.early_stopping_patience > 0)
+                stop = (
+                    epoch + 1 - state.best_epoch > tc.early_stopping_patience
+                    and tc.early_stopping_patience > 0
+                )
                 state.phase = "refine" if (stop or epoch + 1 == tc.epochs) else "adam"
                 state.epoch = epoch + 1
                 state.model_state = model.state_dict()
@@ -232,35 +263,46 @@ class Trainer:
                 state.generator_state = gen.get_state()
                 state.torch_rng_state = torch.get_rng_state()
                 self._save(state)
-                msg = (f"epoch {epoch + 1:5d}  train loss {train_loss:.4e}  val loss "
-                       f"{val_loss:.4e}  lr {lr:.2e}")
+                msg = (
+                    f"epoch {epoch + 1:5d}  train loss {train_loss:.4e}  val loss "
+                    f"{val_loss:.4e}  lr {lr:.2e}"
+                )
                 self._log_quietly(msg)
                 if bar is not None:
-                    bar.set_postfix_str(f"train {train_loss:.3e} val {val_loss:.3e} "
-                                        f"lr {lr:.1e}")
+                    bar.set_postfix_str(f"train {train_loss:.3e} val {val_loss:.3e} lr {lr:.1e}")
                     bar.update(1)
                 elif (epoch + 1) % 10 == 0 or epoch == start:
                     print(msg, flush=True)
                 if stop:
-                    self.log(f"early stopping after epoch {epoch + 1}: no validation "
-                             f"improvement for {tc.early_stopping_patience} epochs")
+                    self.log(
+                        f"early stopping after epoch {epoch + 1}: no validation "
+                        f"improvement for {tc.early_stopping_patience} epochs"
+                    )
                     stopped = True
                     break
         except KeyboardInterrupt:
-            self.log("interrupted: the last completed epoch is in the checkpoint; continue with "
-                     "--resume")
+            self.log(
+                "interrupted: the last completed epoch is in the checkpoint; continue with --resume"
+            )
             raise
         finally:
             if bar is not None:
                 bar.close()
         if not stopped:
-            self.log(f"finished {tc.epochs} epochs; best validation loss {state.best_val:.4e} "
-                     f"at epoch {state.best_epoch}")
+            self.log(
+                f"finished {tc.epochs} epochs; best validation loss {state.best_val:.4e} "
+                f"at epoch {state.best_epoch}"
+            )
         state.phase = "refine"
         return state
 
-    def _refine(self, model: HDNNP, tdata: dict[str, TrainingData], weights: LossWeights,
-                state: TrainingState) -> TrainingState:
+    def _refine(
+        self,
+        model: HDNNP,
+        tdata: dict[str, TrainingData],
+        weights: LossWeights,
+        state: TrainingState,
+    ) -> TrainingState:
         """L-BFGS on the full training set in blocks of REFINE_BLOCK iterations, keeping
         the weights with the best validation loss."""
         rc = self.cfg.training.refine
@@ -270,15 +312,22 @@ class Trainer:
         train = tdata["train"]
         val = tdata.get("validation")
         model.load_state_dict(state.best_state)
-        opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=REFINE_BLOCK,
-                                history_size=rc.history, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-12, tolerance_change=1e-15)
+        opt = torch.optim.LBFGS(
+            model.parameters(),
+            lr=1.0,
+            max_iter=REFINE_BLOCK,
+            history_size=rc.history,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-12,
+            tolerance_change=1e-15,
+        )
         if done and state.refine_optimizer_state is not None:
             model.load_state_dict(state.model_state)
             opt.load_state_dict(state.refine_optimizer_state)
         full = train.batch()
-        self.log(f"refinement: L-BFGS on the full training set, {rc.iterations} iterations "
-                 f"(done {done})")
+        self.log(
+            f"refinement: L-BFGS on the full training set, {rc.iterations} iterations (done {done})"
+        )
 
         def closure():
             opt.zero_grad(set_to_none=True)
@@ -306,27 +355,42 @@ class Trainer:
             state.model_state = model.state_dict()
             state.refine_optimizer_state = opt.state_dict()
             self._save(state)
-            msg = (f"L-BFGS iteration {done:5d}  train loss {loss:.4e}  val loss "
-                   f"{val_loss:.4e}{'  *' if improved else ''}")
+            msg = (
+                f"L-BFGS iteration {done:5d}  train loss {loss:.4e}  val loss "
+                f"{val_loss:.4e}{'  *' if improved else ''}"
+            )
             self._log_quietly(msg)
             if (done // REFINE_BLOCK) % 5 == 0:
                 self.log(msg)
-        self.log(f"refinement done in {time.perf_counter() - t0:.0f} s; best validation loss "
-                 f"{state.best_val:.4e}")
+        self.log(
+            f"refinement done in {time.perf_counter() - t0:.0f} s; best validation loss "
+            f"{state.best_val:.4e}"
+        )
         return state
 
-    def _finish(self, model: HDNNP, spec: DescriptorSpec, description: ModelDescription,
-                sets: dict, state: TrainingState, seconds: float) -> dict[str, Any]:
+    def _finish(
+        self,
+        model: HDNNP,
+        spec: DescriptorSpec,
+        description: ModelDescription,
+        sets: dict,
+        state: TrainingState,
+        seconds: float,
+    ) -> dict[str, Any]:
         from ..model.potential import Potential
         from .plots import learning_curve, parity_plots
 
         cfg = self.cfg
         model = model.cpu().double() if cfg.training.dtype != "float64" else model.cpu()
         epochs = state.history["epoch"]
-        source = {"kind": "nnmd train", "nnmd_version": __version__,
-                  "epochs": epochs[-1] if epochs else 0,
-                  "best_epoch": state.best_epoch, "best_validation_loss": state.best_val,
-                  "training_seconds": round(seconds, 1)}
+        source = {
+            "kind": "nnmd train",
+            "nnmd_version": __version__,
+            "epochs": epochs[-1] if epochs else 0,
+            "best_epoch": state.best_epoch,
+            "best_validation_loss": state.best_val,
+            "training_seconds": round(seconds, 1),
+        }
         save_model(self.out / "model.pt", spec, model, description, source)
         dump_config(cfg, self.out / "config.yaml")
         pot = Potential.load(self.out / "model.pt")
@@ -337,19 +401,24 @@ class Trainer:
                 continue
             p = pot.evaluate(ds.structures, stress=True)
             preds[name] = p
-            metrics[name] = error_metrics(ds, [x.energy for x in p], [x.forces for x in p],
-                                          [x.stress for x in p])
+            metrics[name] = error_metrics(
+                ds, [x.energy for x in p], [x.forces for x in p], [x.stress for x in p]
+            )
             m = metrics[name]
-            self.log(f"{name:10s}: energy MAE {m['energy_mae_mev_per_atom']:.3f} meV/atom, RMSE "
-                     f"{m['energy_rmse_mev_per_atom']:.3f}; force MAE "
-                     f"{m.get('force_mae_ev_per_angstrom', math.nan):.4f} eV/A, RMSE "
-                     f"{m.get('force_rmse_ev_per_angstrom', math.nan):.4f}")
+            self.log(
+                f"{name:10s}: energy MAE {m['energy_mae_mev_per_atom']:.3f} meV/atom, RMSE "
+                f"{m['energy_rmse_mev_per_atom']:.3f}; force MAE "
+                f"{m.get('force_mae_ev_per_angstrom', math.nan):.4f} eV/A, RMSE "
+                f"{m.get('force_rmse_ev_per_angstrom', math.nan):.4f}"
+            )
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         learning_curve(state.history, self.out / "learning_curve.png")
         shown = next(name for name in ("test", "validation", "train") if name in preds)
         parity_plots(sets[shown], preds[shown], self.out, shown)
-        self.log(f"wrote {self.out / 'model.pt'}, metrics.json, learning_curve.png, "
-                 f"parity_energy.png, parity_forces.png ({seconds:.0f} s in all)")
+        self.log(
+            f"wrote {self.out / 'model.pt'}, metrics.json, learning_curve.png, "
+            f"parity_energy.png, parity_forces.png ({seconds:.0f} s in all)"
+        )
         return metrics
 
 
