@@ -32,6 +32,7 @@ def run_nnmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run([*NNMD, *args], capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_water_matches_n2p2_expected_output(tmp_path):
     """The issue's acceptance check, through the command line."""
@@ -74,6 +75,7 @@ def test_water_matches_n2p2_expected_output(tmp_path):
     assert pred.get_stress().shape == (6,)
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_water_full_precision_in_python():
     pot_data = import_n2p2(WATER, units.Bohr, units.Hartree)
@@ -274,6 +276,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_synthetic_potential_matches_independent_evaluation(tmp_path, case):
     ctype, acts, scaling = CASES[case]
@@ -415,6 +418,7 @@ def test_scaling_file_mismatch(tmp_path):
     _assert_one_line_error(r, "scaling lines for element Zn")
 
 
+@pytest.mark.slow
 def test_element_mismatch_and_non_finite_positions(tmp_path):
     d = _good_dir(tmp_path)
     model = tmp_path / "m.pt"
@@ -451,6 +455,7 @@ def test_input_data_reader_errors(tmp_path):
 MLEARN_NNP_PUBLISHED = {"Li": (0.75, 0.005, 0.0168, 0.00005), "Si": (5.63, 0.005, 0.109, 0.0005)}
 
 
+@pytest.mark.slow
 @requires_shared_data
 @pytest.mark.parametrize("element", sorted(MLEARN_NNP_PUBLISHED))
 def test_mlearn_potentials_reproduce_n2p2_test_errors(element):

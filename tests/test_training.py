@@ -226,6 +226,7 @@ def test_config_errors(tmp_path, cu_data, change, needle):
     assert needle in str(info.value)
 
 
+@pytest.mark.slow
 def test_config_error_through_cli(tmp_path, cu_data):
     cfg = tiny_config(cu_data)
     cfg["descriptors"]["radail"] = 3
@@ -329,6 +330,7 @@ def test_without_validation_and_test_sets_and_longer_refinement_on_resume(tmp_pa
     assert ck["history"]["refine_iteration"] == [10, 20, 30]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_from_checkpoint(tmp_path, cu_data):
     """kill -9 during training, then --resume: the run ends with exactly the weights of an
     uninterrupted run (nothing but the unfinished epoch is lost)."""
