@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <sstream>
 #include <stdexcept>
 
 namespace nnmd {
@@ -19,7 +20,9 @@ namespace nnmd {
 namespace {
 using json = LAMMPS_NS::json;
 
-constexpr int FORMAT_VERSION = 1;
+// format versions this reader accepts (version 1: no training range, committee, repulsion)
+constexpr int OLDEST_FORMAT_VERSION = 1;
+constexpr int FORMAT_VERSION = 2;
 
 // Accessors that name the offending key: "<path>: expected a number" etc.
 [[noreturn]] void bad(const std::string &path, const std::string &what)
@@ -58,6 +61,13 @@ int integer(const json &value, const std::string &path)
   return static_cast<int>(v);
 }
 
+std::string format_number(double v)
+{
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
 const std::string &string(const json &value, const std::string &path)
 {
   if (!value.is_string()) bad(path, "expected a string");
@@ -75,6 +85,112 @@ const json *optional(const json &object, const std::string &key)
 {
   const auto it = object.find(key);
   return it == object.end() ? nullptr : &*it;
+}
+
+// null counts as absent for the optional keys of format version 2
+const json *optional_value(const json &object, const std::string &key)
+{
+  const json *v = optional(object, key);
+  return (v && !v->is_null()) ? v : nullptr;
+}
+
+std::vector<double> numbers(const json &value, const std::string &path, std::size_t size,
+                            const std::string &what)
+{
+  array(value, path);
+  if (value.size() != size)
+    bad(path,
+        "expected " + std::to_string(size) + " values (" + what + "), got " +
+            std::to_string(value.size()));
+  std::vector<double> out;
+  out.reserve(size);
+  std::size_t k = 0;
+  for (const json &x : value) out.push_back(number(x, path + "[" + std::to_string(k++) + "]"));
+  return out;
+}
+
+void parse_atomic_numbers(const json &meta, ModelInfo &info)
+{
+  info.atomic_numbers.clear();
+  const json *an = optional_value(meta, "atomic_numbers");
+  if (!an) return;
+  array(*an, "atomic_numbers");
+  if (an->size() != info.elements.size())
+    bad("atomic_numbers",
+        "expected " + std::to_string(info.elements.size()) + " values (one per element), got " +
+            std::to_string(an->size()));
+  std::size_t k = 0;
+  for (const json &z : *an) {
+    const std::string where = "atomic_numbers[" + std::to_string(k++) + "]";
+    const int value = integer(z, where);
+    if (value < 1 || value > 118) bad(where, "expected an atomic number 1 to 118");
+    info.atomic_numbers.push_back(value);
+  }
+}
+
+void parse_training_range(const json &meta, ModelInfo &info)
+{
+  info.training_range.clear();
+  const json *tr = optional_value(meta, "training_range");
+  if (!tr) return;
+  if (!tr->is_object()) bad("training_range", "expected an object");
+  for (auto it = tr->begin(); it != tr->end(); ++it)
+    if (std::find(info.elements.begin(), info.elements.end(), it.key()) == info.elements.end())
+      bad("training_range", "'" + it.key() + "' is not a model element");
+  const std::size_t nel = info.elements.size();
+  info.training_range.resize(nel);
+  for (std::size_t e = 0; e < nel; ++e) {
+    const std::string &el = info.elements[e];
+    const std::string where = join("training_range", el);
+    const json &r = member(*tr, "training_range", el);
+    if (!r.is_object()) bad(where, "expected an object");
+    const std::size_t S = info.functions[e].size();
+    const std::string what = "one per symmetry function of " + el;
+    TrainingRange &out = info.training_range[e];
+    out.min = numbers(member(r, where, "min"), join(where, "min"), S, what);
+    out.max = numbers(member(r, where, "max"), join(where, "max"), S, what);
+    if (const json *m = optional_value(r, "mean"))
+      out.mean = numbers(*m, join(where, "mean"), S, what);
+    if (const json *sd = optional_value(r, "std"))
+      out.std = numbers(*sd, join(where, "std"), S, what);
+    for (std::size_t s = 0; s < S; ++s)
+      if (!(out.min[s] <= out.max[s]))
+        bad(where, "min[" + std::to_string(s) + "] is larger than max[" + std::to_string(s) + "]");
+  }
+}
+
+void parse_committee(const json &meta, ModelInfo &info)
+{
+  info.committee = 1;
+  const json *c = optional_value(meta, "committee");
+  if (!c) return;
+  info.committee = integer(*c, "committee");
+  if (info.committee < 1)
+    bad("committee",
+        "expected at least 1 network per element, got " + std::to_string(info.committee));
+}
+
+void parse_repulsion(const json &meta, ModelInfo &info)
+{
+  info.has_repulsion = false;
+  info.repulsion = Repulsion();
+  const json *rep = optional_value(meta, "repulsion");
+  if (!rep) return;
+  if (!rep->is_object()) bad("repulsion", "expected an object or null");
+  Repulsion r;
+  r.type = string(member(*rep, "repulsion", "type"), "repulsion.type");
+  if (r.type != "zbl")
+    bad("repulsion.type", "unknown repulsion type '" + r.type + "' (known: zbl)");
+  r.inner = number(member(*rep, "repulsion", "inner"), "repulsion.inner");
+  r.outer = number(member(*rep, "repulsion", "outer"), "repulsion.outer");
+  if (!(r.inner > 0.0) || !(r.outer > r.inner))
+    bad("repulsion",
+        "expected 0 < inner < outer, got inner " + format_number(r.inner) + " and outer " +
+            format_number(r.outer));
+  if (info.atomic_numbers.empty())
+    throw std::runtime_error("missing key 'atomic_numbers' (the repulsion needs them)");
+  info.repulsion = r;
+  info.has_repulsion = true;
 }
 }    // namespace
 
@@ -95,9 +211,10 @@ void parse_metadata(const std::string &text, ModelInfo &info)
     if (!format || !format->is_string() || *format != "nnmd-lammps-model")
       throw std::runtime_error("not an nnmd-lammps model file");
     info.format_version = integer(member(meta, "", "format_version"), "format_version");
-    if (info.format_version != FORMAT_VERSION)
+    if (info.format_version < OLDEST_FORMAT_VERSION || info.format_version > FORMAT_VERSION)
       throw std::runtime_error("model format version " + std::to_string(info.format_version) +
-                               " is not supported (this plugin reads version " +
+                               " is not supported (this plugin reads versions " +
+                               std::to_string(OLDEST_FORMAT_VERSION) + " to " +
                                std::to_string(FORMAT_VERSION) + ")");
     const json &units = member(meta, "", "units");
     if (string(member(units, "units", "length"), "units.length") != "Angstrom" ||
@@ -158,6 +275,10 @@ void parse_metadata(const std::string &text, ModelInfo &info)
         info.functions[e].push_back(p);
       }
     }
+    parse_atomic_numbers(meta, info);
+    parse_training_range(meta, info);
+    parse_committee(meta, info);
+    parse_repulsion(meta, info);
   } catch (const std::runtime_error &e) {
     throw std::runtime_error(std::string("model metadata: ") + e.what());
   }

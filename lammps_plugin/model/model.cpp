@@ -25,6 +25,7 @@ struct Model::Impl {
   torch::jit::script::Module module;
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat64;
+  bool has_committee_methods = false;    // committee_size(), committee_energy_and_gradient()
 };
 
 Model::Model(const std::string &path, const std::string &device, bool float32) :
@@ -59,14 +60,32 @@ Model::Model(const std::string &path, const std::string &device, bool float32) :
   impl_->module.to(impl_->device, impl_->dtype);
   impl_->module.eval();
 
+  // committee size: from the module (model files of format version 1 have no committee
+  // methods and are single networks), checked against the metadata
+  impl_->has_committee_methods = impl_->module.find_method("committee_size").has_value() &&
+      impl_->module.find_method("committee_energy_and_gradient").has_value();
+  if (impl_->has_committee_methods) {
+    try {
+      committee_size_ = static_cast<int>(impl_->module.run_method("committee_size").toInt());
+    } catch (const c10::Error &err) {
+      throw std::runtime_error("'" + path + "': committee_size() failed (" +
+                               first_line(err.what_without_backtrace()) + ")");
+    }
+  }
+  if (committee_size_ < 1 || committee_size_ != info_.committee)
+    throw std::runtime_error("'" + path + "': the metadata says committee " +
+                             std::to_string(info_.committee) + " but the networks have " +
+                             std::to_string(committee_size_) + " member(s) per element");
+
   // consistency of networks and metadata: evaluate one zero row per element
   const int nel = static_cast<int>(info_.elements.size());
   for (int e = 0; e < nel; ++e) {
     const int S = static_cast<int>(info_.functions[e].size());
-    std::vector<double> G(S, 0.0), dEdG(S);
-    double E;
+    const int M = committee_size_;
+    std::vector<double> G(S, 0.0), dEdG(static_cast<std::size_t>(M) * S), E(M);
     try {
-      evaluate(e, G.data(), 1, &E, dEdG.data());
+      evaluate(e, G.data(), 1, E.data(), dEdG.data());
+      if (M > 1) evaluate_committee(e, G.data(), 1, E.data(), dEdG.data());
     } catch (const std::runtime_error &err) {
       throw std::runtime_error("network of element " + info_.elements[e] + " does not accept " +
                                std::to_string(S) + " symmetry functions (" + err.what() + ")");
@@ -90,22 +109,40 @@ void Model::set_threads(int n)
 
 void Model::evaluate(int element, const double *G, int n, double *E, double *dEdG)
 {
+  run("energy_and_gradient", 1, element, G, n, E, dEdG);
+}
+
+void Model::evaluate_committee(int element, const double *G, int n, double *E, double *dEdG)
+{
+  if (!impl_->has_committee_methods)
+    run("energy_and_gradient", 1, element, G, n, E, dEdG);
+  else
+    run("committee_energy_and_gradient", committee_size_, element, G, n, E, dEdG);
+}
+
+// `method`(element, g) -> (E[members * n], dEdG[members * n * S]), copied out as float64
+void Model::run(const char *method, int members, int element, const double *G, int n, double *E,
+                double *dEdG)
+{
   if (n <= 0) return;
   const int S = static_cast<int>(info_.functions.at(element).size());
+  const int64_t want_e = static_cast<int64_t>(members) * n;
+  const int64_t want_d = want_e * S;
   try {
     c10::InferenceMode guard;
     auto opts = torch::TensorOptions().dtype(torch::kFloat64);
     torch::Tensor g = torch::from_blob(const_cast<double *>(G), {n, S}, opts);
     g = g.to(impl_->device, impl_->dtype);
-    auto out = impl_->module.run_method("energy_and_gradient", element, g).toTuple();
+    auto out = impl_->module.run_method(method, element, g).toTuple();
     torch::Tensor e = out->elements()[0].toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
     torch::Tensor d = out->elements()[1].toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
-    if (e.numel() != n || d.numel() != static_cast<int64_t>(n) * S)
-      throw std::runtime_error("network returned " + std::to_string(e.numel()) + " energies and " +
-                               std::to_string(d.numel()) + " gradient values for " +
-                               std::to_string(n) + " atoms");
-    std::memcpy(E, e.data_ptr<double>(), sizeof(double) * n);
-    std::memcpy(dEdG, d.data_ptr<double>(), sizeof(double) * n * S);
+    if (e.numel() != want_e || d.numel() != want_d)
+      throw std::runtime_error(std::string(method) + " returned " + std::to_string(e.numel()) +
+                               " energies and " + std::to_string(d.numel()) +
+                               " gradient values for " + std::to_string(n) + " atoms and " +
+                               std::to_string(members) + " member(s)");
+    std::memcpy(E, e.data_ptr<double>(), sizeof(double) * want_e);
+    std::memcpy(dEdG, d.data_ptr<double>(), sizeof(double) * want_d);
   } catch (const c10::Error &err) {
     throw std::runtime_error(first_line(err.what_without_backtrace()));
   }

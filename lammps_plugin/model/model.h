@@ -17,12 +17,30 @@
 
 namespace nnmd {
 
+// Range of the raw symmetry functions of one element over the training set (network-input
+// order); the extrapolation check compares with min and max (docs/uncertainty.md).
+struct TrainingRange {
+  std::vector<double> min, max, mean, std;    // mean and std: empty when not stored
+};
+
+// The repulsion baseline of a model (kernels/zbl.h): type "zbl", switched off between
+// inner and outer (Angstrom).
+struct Repulsion {
+  std::string type;
+  double inner = 0.0, outer = 0.0;
+};
+
 struct ModelInfo {
   int format_version = 0;
   std::vector<std::string> elements;                       // model element order
+  std::vector<int> atomic_numbers;                         // per element; empty if not stored
   double cutoff = 0.0;                                     // Angstrom
   std::vector<std::vector<SymmetryFunction>> functions;    // per element, network-input order
   std::string created_by;
+  std::vector<TrainingRange> training_range;    // per element; empty: no range stored
+  int committee = 1;                            // networks per element
+  bool has_repulsion = false;
+  Repulsion repulsion;    // valid when has_repulsion
 };
 
 class Model {
@@ -39,15 +57,26 @@ class Model {
 
   // Atomic energies E[n] (eV) and gradients dEdG[n*S] of n atoms of `element` whose raw
   // symmetry functions are G[n*S] (row-major, S = number of functions of the element).
+  // For a committee: the committee mean.
   void evaluate(int element, const double *G, int n, double *E, double *dEdG);
+
+  // Networks per element (1 for a single network).
+  int committee_size() const { return committee_size_; }
+
+  // Every committee member m < M = committee_size(): energies E[m*n + r] and gradients
+  // dEdG[(m*n + r)*S + s]. Works for M = 1 too (then equal to evaluate()).
+  void evaluate_committee(int element, const double *G, int n, double *E, double *dEdG);
 
   // Number of intra-op threads libtorch uses in this process.
   static void set_threads(int n);
 
  private:
   struct Impl;
+  void run(const char *method, int members, int element, const double *G, int n, double *E,
+           double *dEdG);
   std::unique_ptr<Impl> impl_;
   ModelInfo info_;
+  int committee_size_ = 1;
 };
 
 // Parse the metadata JSON text into `info` (exposed for tests). Throws std::runtime_error.
