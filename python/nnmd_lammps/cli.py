@@ -18,8 +18,14 @@ def _cmd_import_n2p2(args: argparse.Namespace) -> None:
     from .model.modelfile import model_from_weights, save_model
     from .units import energy_factor, length_factor
 
+    repulsion = None
+    if args.zbl is not None:
+        repulsion = {"type": "zbl", "inner": args.zbl[0], "outer": args.zbl[1]}
     pot = import_n2p2(
-        args.directory, length_factor(args.length_unit), energy_factor(args.energy_unit)
+        args.directory,
+        length_factor(args.length_unit),
+        energy_factor(args.energy_unit),
+        repulsion=repulsion,
     )
     module = model_from_weights(pot.spec, pot.description, pot.weights)
     save_model(args.output, pot.spec, module, pot.description, pot.source)
@@ -27,6 +33,7 @@ def _cmd_import_n2p2(args: argparse.Namespace) -> None:
     print(
         f"wrote {args.output}: elements {' '.join(pot.spec.elements)}, symmetry functions "
         f"{counts}, cutoff {pot.spec.cutoff:.6g} Angstrom"
+        + ("" if repulsion is None else f", ZBL repulsion {args.zbl[0]:g}-{args.zbl[1]:g} A")
     )
 
 
@@ -41,7 +48,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     pot = Potential.load(args.model, device=args.device)
     structures = read_structures(args.data, args.format, args.length_unit, args.energy_unit)
     t0 = time.perf_counter()
-    preds = pot.evaluate(structures)
+    preds = pot.evaluate(structures, uncertainty=args.uncertainty)
     elapsed = time.perf_counter() - t0
     write_predictions(args.output, structures, preds)
     natoms = sum(len(s) for s in structures)
@@ -49,6 +56,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         f"predicted {len(structures)} structure(s), {natoms} atoms in {elapsed:.3f} s; "
         f"wrote {args.output}"
     )
+    if pot.training_range is None:
+        print("the model file has no training range: no extrapolation report")
+    else:
+        flagged = sum(int((p.extrapolation_count > 0).sum()) for p in preds)
+        print(f"extrapolation: {flagged} of {natoms} atoms outside the training range")
+    if args.uncertainty:
+        worst = max(p.max_force_deviation for p in preds)
+        print(f"committee: largest per-atom force deviation {worst:.4f} eV/A")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -80,7 +95,15 @@ def _cmd_info(args: argparse.Namespace) -> None:
             f"{'-'.join(map(str, layers))} [{', '.join(net['activations'])}], "
             f"{nparam} parameters; scaling {meta['scaling'][e]['type']}"
         )
-    print(f"parameters      : {total}")
+    committee = meta.get("committee", 1)
+    print(f"parameters      : {total}" + (f" (committee of {committee})" if committee > 1 else ""))
+    print(
+        "training range  : "
+        + ("recorded (extrapolation checks on)" if meta.get("training_range") else "none")
+    )
+    rep = meta.get("repulsion")
+    if rep:
+        print(f"repulsion       : {rep['type']}, switched off {rep['inner']:g}-{rep['outer']:g} A")
     src = meta.get("source") or {}
     if src:
         print(f"source          : {src.get('kind', '?')} {src.get('directory', '')}".rstrip())
@@ -106,15 +129,18 @@ def _cmd_test(args: argparse.Namespace) -> None:
     from .data.dataset import Dataset
     from .data.io import read_structures
     from .model.potential import Potential
-    from .training.metrics import error_metrics
+    from .training.metrics import error_metrics, trust_metrics
 
     pot = Potential.load(args.model, device=args.device)
     structures = read_structures(args.data, args.format, args.length_unit, args.energy_unit)
     data = Dataset.from_structures(structures, str(args.data))
-    preds = pot.evaluate(structures, stress=True)
+    committee = pot.committee_size > 1
+    preds = pot.evaluate(structures, stress=True, uncertainty=committee)
     m = error_metrics(
         data, [p.energy for p in preds], [p.forces for p in preds], [p.stress for p in preds]
     )
+    m["committee"] = pot.committee_size
+    m.update(trust_metrics(data, preds))
     if args.json:
         print(json.dumps(m, indent=1))
         return
@@ -132,6 +158,16 @@ def _cmd_test(args: argparse.Namespace) -> None:
         print(
             f"stress MAE  {m['stress_mae_gpa']:10.4f} GPa        RMSE "
             f"{m['stress_rmse_gpa']:10.4f} GPa"
+        )
+    if "extrapolating_atom_fraction" in m:
+        print(f"atoms outside the training range: {100 * m['extrapolating_atom_fraction']:.2f}%")
+    if "force_deviation_error_pearson" in m:
+        print(
+            f"committee of {pot.committee_size}: mean force deviation "
+            f"{m['mean_force_deviation_ev_per_angstrom']:.4f} eV/A vs mean atom force error "
+            f"{m['mean_atom_force_error_ev_per_angstrom']:.4f} eV/A; correlation Pearson "
+            f"{m['force_deviation_error_pearson']:.3f}, Spearman "
+            f"{m['force_deviation_error_spearman']:.3f}"
         )
 
 
@@ -178,12 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--energy-unit", default="ev", help="energy unit of the potential: ev (default) or hartree"
     )
+    s.add_argument(
+        "--zbl",
+        nargs=2,
+        type=float,
+        metavar=("INNER", "OUTER"),
+        help="add a ZBL repulsion switched off between INNER and OUTER (Angstrom)",
+    )
     s.set_defaults(func=_cmd_import_n2p2)
 
     s = sub.add_parser("predict", help="energies, forces and stress of structures")
     _add_model_data_arguments(s, "structures: n2p2 input.data, mlearn JSON or any ASE format")
     s.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    s.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="committee models: per-atom force and energy deviations",
+    )
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("info", help="describe a model file")

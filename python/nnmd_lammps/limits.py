@@ -18,3 +18,8 @@ MAX_INTEGER_ZETA = 64
 #: Largest integer zeta for which the C++ kernels evaluate type 9 from per-neighbour
 #: moment tensors (linear in the neighbour count); larger zeta use the direct sum.
 MAX_MOMENT_ORDER = 24
+
+#: A symmetry function is out of its training range when it lies more than this fraction
+#: of the range width outside [min, max] (docs/uncertainty.md): rounding differences between
+#: the Python and C++ evaluations of a training structure never flag it.
+EXTRAPOLATION_TOLERANCE = 1e-8

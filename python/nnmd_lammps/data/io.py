@@ -89,10 +89,22 @@ def _is_json_list(path: Path) -> bool:
     return head.startswith(b"[")
 
 
+#: Per-atom arrays of a prediction written by :func:`write_predictions` when present.
+PER_ATOM_TRUST = (
+    "extrapolation_count",
+    "extrapolation_excursion",
+    "force_deviation",
+    "energy_deviation",
+)
+
+
 def write_predictions(path: str | Path, structures: list[Atoms], predictions) -> None:
     """Write structures with predicted energy, per-atom energies, forces and stress
     (eV, Angstrom) as extended XYZ. Reference data of the input, if any, is kept as
-    ``ref_energy`` (info) and ``ref_forces`` (array)."""
+    ``ref_energy`` (info) and ``ref_forces`` (array). Per-atom trust figures of the
+    predictions, where present, become arrays of the same names (``extrapolation_count``,
+    ``extrapolation_excursion``, ``force_deviation``, ``energy_deviation``) and
+    ``max_force_deviation`` an info key."""
     frames = []
     for atoms, pred in zip(structures, predictions, strict=True):
         ref = reference_values(atoms)
@@ -111,6 +123,12 @@ def write_predictions(path: str | Path, structures: list[Atoms], predictions) ->
             kw["forces"] = pred.forces
         if pred.stress is not None:
             kw["stress"] = pred.stress
+        for name in PER_ATOM_TRUST:
+            value = getattr(pred, name, None)
+            if value is not None:
+                a.arrays[name] = np.asarray(value)
+        if getattr(pred, "max_force_deviation", None) is not None:
+            a.info["max_force_deviation"] = pred.max_force_deviation
         a.calc = SinglePointCalculator(a, **kw)
         frames.append(a)
     ase.io.write(str(path), frames, format="extxyz")

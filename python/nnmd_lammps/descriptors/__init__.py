@@ -1,7 +1,8 @@
 """Atom-centred symmetry functions: what they are (:mod:`.spec`), their cutoff functions
 (:mod:`.cutoffs`), neighbour lists (:mod:`.neighbors`), their evaluation with analytic
 derivatives (:mod:`.calculator`), the force/virial contraction (:mod:`.contraction`) and
-automatic parameter generation and pruning (:mod:`.generation`).
+automatic parameter generation and pruning (:mod:`.generation`), and the training
+range with extrapolation reports (:mod:`.extrapolation`).
 
 Positions -> :func:`neighbor_pairs` -> :class:`DescriptorCalculator` ->
 :class:`DescriptorValues` (G, dG/dd) -> networks (dE/dG) -> :func:`forces_and_virial`.
@@ -11,6 +12,7 @@ from .. import limits
 from .calculator import DescriptorCalculator, DescriptorValues, pair_tensors
 from .contraction import Contraction, forces_and_virial
 from .cutoffs import cutoff_function
+from .extrapolation import Extrapolation, TrainingRange, extrapolation
 from .generation import GridSettings, angular_grid, generate, min_distances, prune, radial_grid
 from .neighbors import PairList, check_structure, neighbor_pairs, triplets_of
 from .spec import (
@@ -36,14 +38,17 @@ __all__ = [
     "DescriptorCalculator",
     "DescriptorSpec",
     "DescriptorValues",
+    "Extrapolation",
     "GridSettings",
     "PairList",
     "SymmetryFunction",
+    "TrainingRange",
     "angular_grid",
     "atomic_number",
     "check_structure",
     "cutoff_function",
     "cutoff_problem",
+    "extrapolation",
     "forces_and_virial",
     "generate",
     "limits",

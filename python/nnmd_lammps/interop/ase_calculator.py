@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from ..errors import NNMDError
 from ..model.potential import Potential
 
 
@@ -21,15 +22,42 @@ class NNMDCalculator(Calculator):
 
     Units: eV and Angstrom. ``stress`` (ASE sign convention, Voigt order) is available
     for structures periodic in all three directions.
+
+    Trust (docs/uncertainty.md): every calculation also stores, when the model has a
+    training range, ``extrapolation_count`` and ``extrapolation_excursion`` per atom; with
+    ``uncertainty=True`` (committee models) ``force_deviation`` and ``energy_deviation``
+    per atom and ``max_force_deviation``. Read them from ``calc.results`` or with
+    ``calc.get_property("force_deviation", atoms)``.
     """
 
-    implemented_properties = ("energy", "free_energy", "energies", "forces", "stress")
+    implemented_properties = (
+        "energy",
+        "free_energy",
+        "energies",
+        "forces",
+        "stress",
+        "extrapolation_count",
+        "extrapolation_excursion",
+        "force_deviation",
+        "energy_deviation",
+        "max_force_deviation",
+    )
 
     def __init__(
-        self, model: str | Path | Potential, device: str | torch.device = "cpu", **kwargs
+        self,
+        model: str | Path | Potential,
+        device: str | torch.device = "cpu",
+        uncertainty: bool = False,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.potential = model if isinstance(model, Potential) else Potential.load(model, device)
+        if uncertainty and self.potential.committee_size < 2:
+            raise NNMDError(
+                "NNMDCalculator(uncertainty=True) needs a committee model; this one has a "
+                "single network per element"
+            )
+        self.uncertainty = uncertainty
 
     def calculate(
         self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes
@@ -38,10 +66,29 @@ class NNMDCalculator(Calculator):
         want_stress = "stress" in properties
         if want_stress and not np.all(self.atoms.pbc):
             raise PropertyNotImplementedError("stress needs a structure periodic in x, y and z")
-        (pred,) = self.potential.evaluate([self.atoms], forces=True, stress=want_stress)
+        for name in properties:
+            if name.endswith("_deviation") and not self.uncertainty:
+                raise PropertyNotImplementedError(
+                    f"{name} needs NNMDCalculator(..., uncertainty=True) and a committee model"
+                )
+            if name.startswith("extrapolation") and self.potential.training_range is None:
+                raise PropertyNotImplementedError(f"{name}: the model file has no training range")
+        (pred,) = self.potential.evaluate(
+            [self.atoms], forces=True, stress=want_stress, uncertainty=self.uncertainty
+        )
         self.results["energy"] = pred.energy
         self.results["free_energy"] = pred.energy
         self.results["energies"] = pred.atomic_energies
         self.results["forces"] = pred.forces
         if pred.stress is not None:
             self.results["stress"] = full_3x3_to_voigt_6_stress(pred.stress)
+        for name in (
+            "extrapolation_count",
+            "extrapolation_excursion",
+            "force_deviation",
+            "energy_deviation",
+            "max_force_deviation",
+        ):
+            value = getattr(pred, name)
+            if value is not None:
+                self.results[name] = value

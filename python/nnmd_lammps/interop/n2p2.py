@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..descriptors.extrapolation import TrainingRange
 from ..descriptors.spec import (
     DescriptorSpec,
     SymmetryFunction,
@@ -28,6 +29,7 @@ from ..descriptors.spec import (
 )
 from ..errors import NNMDError
 from ..model.networks import N2P2_ACTIVATIONS, ModelDescription, NetworkSpec, ScalingParams
+from ..model.repulsion import ZBLRepulsion
 
 #: Keywords that define the potential and are implemented.
 SUPPORTED_KEYWORDS = {
@@ -358,7 +360,8 @@ def read_scaling_data(
                 f"{path}:{n}: symmetry function index {si} out of order "
                 f"(expected {len(stats[ei - 1]) + 1})"
             )
-        stats[ei - 1].append(vals + [float("nan")] * (4 - len(vals)))
+        # RuNNer's 5-column files have no sigma: 0 (sigma scaling then fails validation)
+        stats[ei - 1].append(vals + [0.0] * (4 - len(vals)))
     out = {}
     for i, e in enumerate(elements):
         rows = stats[i]
@@ -428,10 +431,17 @@ class N2P2Potential:
 
 
 def import_n2p2(
-    directory: str | Path, length_unit: float = 1.0, energy_unit: float = 1.0
+    directory: str | Path,
+    length_unit: float = 1.0,
+    energy_unit: float = 1.0,
+    repulsion: dict | None = None,
 ) -> N2P2Potential:
     """Read an n2p2/RuNNer potential directory. ``length_unit``: Angstrom per length
-    unit of the potential; ``energy_unit``: eV per energy unit."""
+    unit of the potential; ``energy_unit``: eV per energy unit. The symmetry-function
+    statistics of ``scaling.data`` (n2p2's training range) become the model's training
+    range. ``repulsion``: an optional ZBL baseline added to the potential (the metadata
+    dict of :class:`~nnmd_lammps.model.repulsion.ZBLRepulsion`; opt-in, since the
+    network was not trained with it)."""
     d = Path(directory)
     if not d.is_dir():
         raise NNMDError(f"potential directory not found: {d}")
@@ -558,6 +568,12 @@ def import_n2p2(
         energy_scale=energy_unit / conv_energy,
         energy_shift={e: energy_unit * (mean_energy + offsets[e]) for e in elements},
     )
+    if scaling_path.exists():  # the statistics n2p2's own extrapolation warnings use
+        desc.training_range = {
+            e: TrainingRange(sc.gmin, sc.gmax, sc.gmean, sc.gsigma) for e, sc in scaling.items()
+        }
+    if repulsion is not None:
+        desc.repulsion = ZBLRepulsion.from_dict(repulsion).to_dict()
     source = {
         "kind": "n2p2",
         "directory": str(d.resolve()),

@@ -19,12 +19,23 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..descriptors.extrapolation import TrainingRange
 from ..descriptors.spec import DescriptorSpec, atomic_number
 from ..errors import NNMDError
-from .networks import HDNNP, ModelDescription, NetworkSpec, ScalingParams, build_hdnnp
+from .networks import (
+    HDNNP,
+    ModelDescription,
+    NetworkSpec,
+    ScalingParams,
+    build_hdnnp,
+    element_members,
+)
+from .repulsion import ZBLRepulsion
 
 FORMAT_NAME = "nnmd-lammps-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this reader accepts (1: no training range, no committee, no repulsion).
+READABLE_VERSIONS = (1, 2)
 METADATA_FILE = "nnmd.json"
 
 
@@ -69,13 +80,18 @@ def metadata_dict(
             "scale": desc.energy_scale,
             "shift": {e: desc.energy_shift.get(e, 0.0) for e in spec.elements},
         },
+        "committee": int(desc.committee),
+        "training_range": None
+        if desc.training_range is None
+        else {e: desc.training_range[e].to_dict() for e in spec.elements},
+        "repulsion": desc.repulsion,
         "source": source or {},
     }
 
 
 def description_from_metadata(meta: dict[str, Any]) -> ModelDescription:
     try:
-        return ModelDescription(
+        desc = ModelDescription(
             networks={
                 e: NetworkSpec(
                     list(v["layers"]), list(v["activations"]), bool(v.get("normalize_nodes", False))
@@ -88,6 +104,26 @@ def description_from_metadata(meta: dict[str, Any]) -> ModelDescription:
         )
     except (KeyError, TypeError) as exc:
         raise NNMDError(f"model metadata is incomplete or malformed ({exc})") from None
+    committee = meta.get("committee", 1)
+    if isinstance(committee, bool) or not isinstance(committee, int) or committee < 1:
+        raise NNMDError(f"model metadata: committee must be a positive integer, got {committee!r}")
+    desc.committee = committee
+    ranges = meta.get("training_range")
+    if ranges is not None:
+        if not isinstance(ranges, dict) or set(ranges) != set(desc.networks):
+            raise NNMDError("model metadata: training_range needs one entry per element")
+        desc.training_range = {}
+        for e, r in ranges.items():
+            tr = TrainingRange.from_dict(r, f"model metadata: training_range.{e}")
+            tr.validate(desc.networks[e].layers[0], f"model metadata: training_range.{e}")
+            desc.training_range[e] = tr
+    rep = meta.get("repulsion")
+    if rep is not None:
+        if not isinstance(rep, dict):
+            raise NNMDError("model metadata: repulsion must be a mapping or null")
+        ZBLRepulsion.from_dict(rep)  # validates type, keys and radii
+    desc.repulsion = rep
+    return desc
 
 
 def save_model(
@@ -101,7 +137,7 @@ def save_model(
     dtype = next(module.parameters()).dtype
     meta = metadata_dict(spec, desc, source, "float64" if dtype == torch.float64 else "float32")
     for i, e in enumerate(spec.elements):
-        nin = module.networks[i].linears[0].in_features
+        nin = element_members(module, i)[0].linears[0].in_features
         if nin != spec.num_functions(e):
             raise NNMDError(
                 f"network of {e} has {nin} inputs but {spec.num_functions(e)} symmetry functions"
@@ -180,10 +216,10 @@ def _check_metadata(meta: Any, path: Path) -> None:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise NNMDError(f"{path} is not an nnmd-lammps model file")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise NNMDError(
             f"{path}: model format version {version} is not supported by this "
-            f"nnmd-lammps (supports {FORMAT_VERSION})"
+            f"nnmd-lammps (supports {', '.join(map(str, READABLE_VERSIONS))})"
         )
     units = meta.get("units", {})
     if units.get("length") != "Angstrom" or units.get("energy") != "eV":
@@ -208,6 +244,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise NNMDError(
             f"{path}: networks are for {list(module.elements)} but the metadata "
             f"lists {spec.elements}"
+        )
+    desc = description_from_metadata(meta)  # validates range, committee, repulsion
+    size = int(module.committee_size()) if hasattr(module, "committee_size") else 1
+    if size != desc.committee:
+        raise NNMDError(
+            f"{path}: the networks form a committee of {size} but the metadata says "
+            f"{desc.committee}"
         )
     module.eval()
     return LoadedModel(spec, module, meta)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..descriptors.extrapolation import TrainingRange
 from ..errors import NNMDError
 from ..limits import ACTIVATION_EXP_LIMIT
 
@@ -208,21 +209,74 @@ class ElementNetwork(nn.Module):
                 grad = grad * derivs[k2 - 1]
         return energy, grad * self.g_factor
 
+    @torch.jit.export
+    def committee_energy_and_gradient(self, g: Tensor) -> tuple[Tensor, Tensor]:
+        """The single network as a committee of one: (1, n) and (1, n, S)."""
+        energy, grad = self.energy_and_gradient(g)
+        return energy.unsqueeze(0), grad.unsqueeze(0)
+
+    @torch.jit.export
+    def member_energies(self, g: Tensor) -> Tensor:
+        return self.forward(g).unsqueeze(0)
+
+
+class ElementCommittee(nn.Module):
+    """A committee of M networks for one element, all on the same scaled descriptors
+    (docs/uncertainty.md): the energy and dE/dG are the members' means."""
+
+    def __init__(self, members: list[ElementNetwork]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise NNMDError("a committee needs at least 2 members")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, g: Tensor) -> Tensor:
+        """Mean atomic energies (eV) of rows of raw symmetry functions ``g`` (n, S)."""
+        return self.member_energies(g).mean(0)
+
+    @torch.jit.export
+    def member_energies(self, g: Tensor) -> Tensor:
+        """Atomic energies of every member (M, n), differentiable by autograd."""
+        return torch.stack([m(g) for m in self.members])
+
+    @torch.jit.export
+    def energy_and_gradient(self, g: Tensor) -> tuple[Tensor, Tensor]:
+        energy, grad = self.committee_energy_and_gradient(g)
+        return energy.mean(0), grad.mean(0)
+
+    @torch.jit.export
+    def committee_energy_and_gradient(self, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Every member's atomic energies (M, n) and dE/dG (M, n, S)."""
+        energies: list[Tensor] = []
+        grads: list[Tensor] = []
+        for m in self.members:
+            e, dg = m.energy_and_gradient(g)
+            energies.append(e)
+            grads.append(dg)
+        return torch.stack(energies), torch.stack(grads)
+
 
 class HDNNP(nn.Module):
-    """All element networks of a model; element ``e`` is the index into ``elements``."""
+    """All element networks of a model; element ``e`` is the index into ``elements``.
+    Each element has one :class:`ElementNetwork` or, in a committee model, one
+    :class:`ElementCommittee` of ``committee`` members."""
 
     elements: list[str]
+    committee: int
 
-    def __init__(self, elements: list[str], networks: list[ElementNetwork]) -> None:
+    def __init__(self, elements: list[str], networks: list[nn.Module]) -> None:
         super().__init__()
         if len(elements) != len(networks):
             raise NNMDError("one network per element is required")
+        sizes = {len(n.members) if isinstance(n, ElementCommittee) else 1 for n in networks}
+        if len(sizes) != 1:
+            raise NNMDError("every element needs the same committee size")
         self.elements = list(elements)
+        self.committee = sizes.pop()
         self.networks = nn.ModuleList(networks)
 
     def forward(self, element: int, g: Tensor) -> Tensor:
-        """Atomic energies (eV) of atoms of element index ``element``."""
+        """Atomic energies (eV) of atoms of element index ``element`` (committee mean)."""
         out = torch.zeros(0, dtype=g.dtype, device=g.device)
         i = 0
         for net in self.networks:
@@ -233,7 +287,8 @@ class HDNNP(nn.Module):
 
     @torch.jit.export
     def energy_and_gradient(self, element: int, g: Tensor) -> tuple[Tensor, Tensor]:
-        """Atomic energies (n,) and dE/dG (n, S) of atoms of element index ``element``."""
+        """Atomic energies (n,) and dE/dG (n, S) of atoms of element index ``element``
+        (the committee mean for a committee)."""
         out = (torch.zeros(0, dtype=g.dtype, device=g.device), torch.zeros_like(g))
         i = 0
         for net in self.networks:
@@ -243,30 +298,66 @@ class HDNNP(nn.Module):
         return out
 
     @torch.jit.export
+    def committee_energy_and_gradient(self, element: int, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Every committee member's atomic energies (M, n) and dE/dG (M, n, S)."""
+        out = (
+            torch.zeros((0, g.shape[0]), dtype=g.dtype, device=g.device),
+            torch.zeros((0, g.shape[0], g.shape[1]), dtype=g.dtype, device=g.device),
+        )
+        i = 0
+        for net in self.networks:
+            if i == element:
+                out = net.committee_energy_and_gradient(g)
+            i += 1
+        return out
+
+    @torch.jit.export
+    def committee_size(self) -> int:
+        return self.committee
+
+    @torch.jit.export
     def num_elements(self) -> int:
         return len(self.elements)
 
 
 @dataclass
 class ModelDescription:
-    """Everything needed to rebuild the networks, also stored in the model file."""
+    """Everything needed to rebuild the networks, also stored in the model file:
+    per element the network architecture, the descriptor scaling and (optionally) the
+    training range of the descriptors; the energy transform; the committee size; the
+    repulsion baseline (the metadata dict of :mod:`.repulsion`, or None)."""
 
     networks: dict[str, NetworkSpec] = field(default_factory=dict)
     scaling: dict[str, ScalingParams] = field(default_factory=dict)
     energy_scale: float = 1.0
     energy_shift: dict[str, float] = field(default_factory=dict)
+    committee: int = 1
+    training_range: dict[str, TrainingRange] | None = None
+    repulsion: dict[str, Any] | None = None
 
 
 def build_hdnnp(
     elements: list[str], desc: ModelDescription, dtype: torch.dtype = torch.float64
 ) -> HDNNP:
-    nets = []
+    """The networks of ``desc`` with fresh weights (torch's initialisation, drawn element
+    by element and member by member from torch's global generator)."""
+    if desc.committee < 1:
+        raise NNMDError(f"network.committee must be >= 1, got {desc.committee}")
+    nets: list[nn.Module] = []
     for e in elements:
         spec = desc.networks[e]
         spec.validate(e)
-        nets.append(
+        members = [
             ElementNetwork(
                 spec, desc.scaling[e], desc.energy_scale, desc.energy_shift.get(e, 0.0), dtype=dtype
             )
-        )
+            for _ in range(desc.committee)
+        ]
+        nets.append(members[0] if desc.committee == 1 else ElementCommittee(members))
     return HDNNP(elements, nets)
+
+
+def element_members(module: nn.Module, element: int) -> list[nn.Module]:
+    """The member networks (ElementNetwork) of one element of an HDNNP or scripted model."""
+    net = module.networks[element]
+    return list(net.members) if hasattr(net, "members") else [net]

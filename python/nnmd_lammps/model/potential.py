@@ -16,10 +16,12 @@ from ase import Atoms
 
 from ..descriptors.calculator import DescriptorCalculator, DescriptorValues, pair_tensors
 from ..descriptors.contraction import forces_and_virial
+from ..descriptors.extrapolation import Extrapolation, TrainingRange, extrapolation
 from ..descriptors.neighbors import neighbor_pairs
-from ..descriptors.spec import DescriptorSpec
+from ..descriptors.spec import DescriptorSpec, atomic_number
 from ..errors import NNMDError
-from .modelfile import load_model
+from .modelfile import description_from_metadata, load_model
+from .networks import ModelDescription
 
 
 @dataclass
@@ -27,7 +29,14 @@ class Prediction:
     """Result for one structure. ``virial``: 3x3, eV, LAMMPS convention
     W = -sum_pairs d ⊗ dE/dd; ``stress``: 3x3, eV/Angstrom^3, ASE convention (-W/V), None
     unless the structure is periodic in all three directions; ``atomic_virials``
-    (N, 3, 3) only when asked for."""
+    (N, 3, 3) only when asked for.
+
+    Trust (docs/uncertainty.md): ``extrapolation_count`` (N,) number of symmetry functions
+    outside the training range, ``extrapolation_excursion`` (N,) the largest excursion in
+    units of the range width, ``extrapolation_worst`` (N,) the index of that function (all
+    None when the model has no training range); ``force_deviation`` (N,) eV/Angstrom and
+    ``energy_deviation`` (N,) eV: the committee's per-atom standard deviations, with
+    ``max_force_deviation`` the frame's largest (None unless asked for with a committee)."""
 
     energy: float
     atomic_energies: np.ndarray
@@ -35,6 +44,12 @@ class Prediction:
     virial: np.ndarray | None
     stress: np.ndarray | None
     atomic_virials: np.ndarray | None = None
+    extrapolation_count: np.ndarray | None = None
+    extrapolation_excursion: np.ndarray | None = None
+    extrapolation_worst: np.ndarray | None = None
+    force_deviation: np.ndarray | None = None
+    energy_deviation: np.ndarray | None = None
+    max_force_deviation: float | None = None
 
 
 def species_indices(structures: Sequence[Atoms], elements: list[str]) -> np.ndarray:
@@ -91,11 +106,12 @@ def make_batch(
 
 
 class Potential:
-    """A model ready for prediction: descriptor calculator + element networks.
+    """A model ready for prediction: descriptor calculator, element networks (a committee's
+    mean), the optional repulsion baseline and the training range.
 
     ``network`` is anything with ``energy_and_gradient(element, G)`` (the scripted
     module of a model file, or an :class:`~nnmd_lammps.model.networks.HDNNP` during
-    training)."""
+    training); for uncertainties also ``committee_energy_and_gradient``."""
 
     def __init__(
         self,
@@ -104,10 +120,14 @@ class Potential:
         metadata: dict | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float64,
+        description: ModelDescription | None = None,
     ) -> None:
         self.spec = spec
         self.network = network
         self.metadata = metadata or {}
+        if description is None and metadata:
+            description = description_from_metadata(metadata)
+        self.description = description
         self.device = torch.device(device)
         self.dtype = dtype
         self.calculator = DescriptorCalculator(spec, dtype=dtype, device=self.device)
@@ -123,7 +143,27 @@ class Potential:
 
     @property
     def cutoff(self) -> float:
-        return self.spec.cutoff
+        """The neighbour-list cutoff (Angstrom): symmetry functions and repulsion."""
+        rep = self.repulsion
+        return max(self.spec.cutoff, rep.outer) if rep is not None else self.spec.cutoff
+
+    @property
+    def committee_size(self) -> int:
+        return self.description.committee if self.description is not None else 1
+
+    @property
+    def training_range(self) -> dict[str, TrainingRange] | None:
+        return self.description.training_range if self.description is not None else None
+
+    @property
+    def repulsion(self):
+        """The repulsion baseline (:class:`~nnmd_lammps.model.repulsion.ZBLRepulsion`) or
+        None."""
+        if self.description is None or self.description.repulsion is None:
+            return None
+        from .repulsion import ZBLRepulsion
+
+        return ZBLRepulsion.from_dict(self.description.repulsion)
 
     def descriptors_of(
         self, structures: Sequence[Atoms], derivatives: bool = True
@@ -141,9 +181,16 @@ class Potential:
         stress: bool = True,
         atomic_virials: bool = False,
         max_batch_atoms: int = 4000,
+        uncertainty: bool = False,
     ) -> list[Prediction]:
         """Predict every structure (batched, at most ``max_batch_atoms`` atoms per batch
-        unless a single structure is larger)."""
+        unless a single structure is larger). ``uncertainty``: also the committee's
+        per-atom force and energy deviations (one extra force pass per member)."""
+        if uncertainty and self.committee_size < 2:
+            raise NNMDError(
+                "uncertainty needs a committee model (network.committee >= 2); this model "
+                "has a single network per element"
+            )
         results: list[Prediction] = []
         start = 0
         while start < len(structures):
@@ -155,7 +202,11 @@ class Potential:
                 stop += 1
             results.extend(
                 self._evaluate_batch(
-                    structures[start:stop], forces or stress, stress, atomic_virials
+                    structures[start:stop],
+                    forces or stress or uncertainty,
+                    stress,
+                    atomic_virials,
+                    uncertainty,
                 )
             )
             start = stop
@@ -168,13 +219,23 @@ class Potential:
         derivatives: bool,
         want_stress: bool,
         atomic_virials: bool,
+        uncertainty: bool,
     ) -> list[Prediction]:
         batch, values = self.descriptors_of(structures, derivatives)
         n = values.n_atoms
-        e_atom = torch.zeros(n, dtype=self.dtype, device=self.device)
+        opts = {"dtype": self.dtype, "device": self.device}
+        e_atom = torch.zeros(n, **opts)
         grads = []
+        member_e = torch.zeros((self.committee_size, n), **opts) if uncertainty else None
+        member_grads = []
         for e in range(len(self.elements)):
-            energy, grad = self.network.energy_and_gradient(e, values.G[e])
+            if uncertainty:
+                energies_m, grads_m = self.network.committee_energy_and_gradient(e, values.G[e])
+                energy, grad = energies_m.mean(0), grads_m.mean(0)
+                member_e[:, values.atoms[e]] = energies_m
+                member_grads.append(grads_m)
+            else:
+                energy, grad = self.network.energy_and_gradient(e, values.G[e])
             e_atom[values.atoms[e]] = energy
             grads.append(grad)
         f = w_atom = w_lmp = None
@@ -188,13 +249,49 @@ class Potential:
                 atom_virial=atomic_virials,
             )
             f, w_atom, w_lmp = c.forces, c.virial, c.atom_virial
+        f_dev = e_dev = None
+        if uncertainty:
+            member_f = torch.stack(
+                [
+                    forces_and_virial(values, [g[m] for g in member_grads], n).forces
+                    for m in range(self.committee_size)
+                ]
+            )
+            f_dev = ((member_f - member_f.mean(0)) ** 2).sum(2).mean(0).sqrt()
+            e_dev = ((member_e - member_e.mean(0)) ** 2).mean(0).sqrt()
+        rep = self.repulsion
+        if rep is not None:
+            numbers = torch.tensor([atomic_number(x) for x in self.elements], device=self.device)[
+                batch.species
+            ]
+            r = rep.evaluate(
+                numbers,
+                batch.centers,
+                batch.neighbors,
+                batch.vectors,
+                n,
+                virial_rows=batch.centers,
+                n_virial_rows=n,
+                atom_virial=atomic_virials,
+            )
+            e_atom = e_atom + r.energies
+            if derivatives:
+                f = f + r.forces
+                w_atom = w_atom + r.virial
+                if w_lmp is not None:
+                    w_lmp = w_lmp + r.atom_virial
+        extrap = self._extrapolation(values, n)
         nstruct = len(structures)
-        energies = torch.zeros(nstruct, dtype=self.dtype, device=self.device)
+        energies = torch.zeros(nstruct, **opts)
         energies.index_add_(0, batch.owner, e_atom)
         virials = None
         if w_atom is not None:
-            virials = torch.zeros((nstruct, 3, 3), dtype=self.dtype, device=self.device)
+            virials = torch.zeros((nstruct, 3, 3), **opts)
             virials.index_add_(0, batch.owner, w_atom)
+
+        def part(x: torch.Tensor | None, sl: slice) -> np.ndarray | None:
+            return None if x is None else x[sl].cpu().numpy()
+
         out = []
         offset = 0
         for k, atoms in enumerate(structures):
@@ -207,14 +304,35 @@ class Potential:
                 vir_out = 0.5 * (vir + vir.T)
                 if want_stress and periodic:
                     str_out = -vir_out / atoms.get_volume()
+            fd = part(f_dev, sl)
             out.append(
                 Prediction(
                     energy=float(energies[k]),
                     atomic_energies=e_atom[sl].cpu().numpy(),
-                    forces=None if f is None else f[sl].cpu().numpy(),
+                    forces=part(f, sl),
                     virial=vir_out,
                     stress=str_out,
-                    atomic_virials=None if w_lmp is None else w_lmp[sl].cpu().numpy(),
+                    atomic_virials=part(w_lmp, sl),
+                    extrapolation_count=None if extrap is None else part(extrap.count, sl),
+                    extrapolation_excursion=None if extrap is None else part(extrap.excursion, sl),
+                    extrapolation_worst=None if extrap is None else part(extrap.worst, sl),
+                    force_deviation=fd,
+                    energy_deviation=part(e_dev, sl),
+                    max_force_deviation=None if fd is None else float(fd.max(initial=0.0)),
                 )
             )
         return out
+
+    def _extrapolation(self, values: DescriptorValues, n: int) -> Extrapolation | None:
+        ranges = self.training_range
+        if ranges is None:
+            return None
+        count = torch.zeros(n, dtype=torch.long, device=self.device)
+        excursion = torch.zeros(n, dtype=self.dtype, device=self.device)
+        worst = torch.zeros(n, dtype=torch.long, device=self.device)
+        for e, element in enumerate(self.elements):
+            x = extrapolation(values.G[e], ranges[element])
+            count[values.atoms[e]] = x.count
+            excursion[values.atoms[e]] = x.excursion
+            worst[values.atoms[e]] = x.worst
+        return Extrapolation(count, excursion, worst)
