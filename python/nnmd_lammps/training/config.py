@@ -52,6 +52,9 @@ class NetworkConfig:
     hidden: list[int] = field(default_factory=lambda: [32, 32])
     activation: str = "tanh"
     scaling: str = "sigma"
+    committee: int = 1  # networks per element (docs/uncertainty.md)
+    bootstrap: bool = False  # each committee member trains on its own resample
+    repulsion: str | dict | None = None  # "zbl" or {type: zbl, inner: A, outer: A}
 
 
 #: L-BFGS iterations per refinement step (one step between validations and checkpoints)
@@ -215,6 +218,11 @@ def validate(cfg: Config) -> None:
             raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
     if not cfg.data.train:
         raise NNMDError("config key 'data.train' is required (training data file(s))")
+    if cfg.network.committee < 1:
+        raise NNMDError(f"config key 'network.committee' must be >= 1, got {cfg.network.committee}")
+    if cfg.network.bootstrap and cfg.network.committee < 2:
+        raise NNMDError("config key 'network.bootstrap' needs network.committee >= 2")
+    repulsion_settings(cfg)  # validates network.repulsion
     if any(h <= 0 for h in cfg.network.hidden):
         raise NNMDError("config key 'network.hidden' must list positive layer widths")
     if not 0 <= cfg.data.validation_fraction < 1 or not 0 <= cfg.data.test_fraction < 1:
@@ -223,6 +231,43 @@ def validate(cfg: Config) -> None:
         )
     if cfg.descriptors.functions is None and cfg.descriptors.radial + cfg.descriptors.angular == 0:
         raise NNMDError("config: descriptors.radial and descriptors.angular are both 0")
+
+
+def repulsion_settings(cfg: Config) -> dict | None:
+    """``network.repulsion`` as ``{"type": "zbl", "inner": float|None, "outer": float|None}``
+    (None radii: derived from the training data), or None."""
+    rep = cfg.network.repulsion
+    if rep is None:
+        return None
+    if isinstance(rep, str):
+        rep = {"type": rep}
+    known = {"type", "inner", "outer"}
+    unknown = set(rep) - known
+    if unknown:
+        raise NNMDError(
+            f"unknown config key 'network.repulsion.{sorted(unknown)[0]}'; valid keys here: "
+            "type, inner, outer"
+        )
+    if rep.get("type") != "zbl":
+        raise NNMDError(
+            f"config key 'network.repulsion.type' must be 'zbl', got {rep.get('type')!r}"
+        )
+    out: dict = {"type": "zbl"}
+    for key in ("inner", "outer"):
+        value = rep.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+        ):
+            raise NNMDError(
+                f"config key 'network.repulsion.{key}' must be a positive number (Angstrom), "
+                f"got {value!r}"
+            )
+        out[key] = None if value is None else float(value)
+    if (out["inner"] is None) != (out["outer"] is None):
+        raise NNMDError("config keys 'network.repulsion.inner' and '.outer' go together")
+    if out["inner"] is not None and not out["inner"] < out["outer"]:
+        raise NNMDError("config: network.repulsion.inner must be smaller than .outer")
+    return out
 
 
 def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:

@@ -1,13 +1,19 @@
 """The training, validation and test sets of a configuration (random splits with the
-configured seed)."""
+configured seed), the repulsion residual and committee bootstrap resamples."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+import torch
+
 from ..data.dataset import Dataset, concatenate, random_split
 from ..data.io import read_structures
+from ..descriptors.spec import atomic_number
 from ..errors import NNMDError
+from ..model.potential import make_batch
+from ..model.repulsion import ZBLRepulsion
 from .config import Config, resolve
 
 
@@ -52,3 +58,41 @@ def load_datasets(cfg: Config, log: Callable[[str], None]) -> dict[str, Dataset]
             f"{sum(s is not None for s in ds.stress)}"
         )
     return out
+
+
+def subtract_repulsion(data: Dataset, repulsion: ZBLRepulsion, elements: list[str]) -> Dataset:
+    """A copy of ``data`` whose reference energies, forces and stresses have the repulsion
+    baseline removed: the networks are trained on this residual (docs/uncertainty.md)."""
+    numbers = torch.tensor([atomic_number(e) for e in elements])
+    energy = data.energy.copy()
+    forces = list(data.forces)
+    stress = list(data.stress)
+    for k, atoms in enumerate(data.structures):
+        batch = make_batch([atoms], elements, repulsion.outer)
+        zero = torch.zeros(len(batch.centers), dtype=torch.long)
+        r = repulsion.evaluate(
+            numbers[batch.species],
+            batch.centers,
+            batch.neighbors,
+            batch.vectors,
+            len(atoms),
+            virial_rows=zero,
+            n_virial_rows=1,
+        )
+        energy[k] -= float(r.energies.sum())
+        if forces[k] is not None:
+            forces[k] = forces[k] - r.forces.numpy()
+        if stress[k] is not None:
+            w = r.virial[0].numpy()
+            stress[k] = stress[k] + 0.5 * (w + w.T) / atoms.get_volume()
+    return Dataset(
+        list(data.structures), energy, forces, stress, data.weight.copy(), list(data.names)
+    )
+
+
+def bootstrap_counts(n_structures: int, members: int, seed: int) -> np.ndarray:
+    """(members, n_structures): how often each structure is drawn in each member's
+    resample (n draws with replacement); deterministic for a seed."""
+    rng = np.random.default_rng([seed, 7919])
+    draws = rng.integers(0, n_structures, size=(members, n_structures))
+    return np.stack([np.bincount(d, minlength=n_structures) for d in draws])

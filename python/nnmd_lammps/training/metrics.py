@@ -49,3 +49,30 @@ def error_metrics(
             out["stress_mae_gpa"] = float(np.abs(d).mean())
             out["stress_rmse_gpa"] = float(np.sqrt((d**2).mean()))
     return out
+
+
+def trust_metrics(data: Dataset, predictions: Sequence) -> dict[str, float]:
+    """How well the model's own trust figures describe its errors on reference data:
+    the fraction of atoms outside the training range and, for committee predictions with
+    deviations, the per-atom force deviation against the actual per-atom force error
+    |F_pred - F_ref| (eV/Angstrom): means and their Pearson and Spearman correlations."""
+    out: dict[str, float] = {}
+    counts = [p.extrapolation_count for p in predictions if p.extrapolation_count is not None]
+    if counts:
+        c = np.concatenate(counts)
+        out["extrapolating_atom_fraction"] = float((c > 0).mean())
+    dev, err = [], []
+    for p, ref in zip(predictions, data.forces, strict=True):
+        if p.force_deviation is None or ref is None or p.forces is None:
+            continue
+        dev.append(p.force_deviation)
+        err.append(np.linalg.norm(p.forces - ref, axis=1))
+    if dev:
+        d, e = np.concatenate(dev), np.concatenate(err)
+        out["mean_force_deviation_ev_per_angstrom"] = float(d.mean())
+        out["mean_atom_force_error_ev_per_angstrom"] = float(e.mean())
+        if len(d) > 2 and d.std() > 0 and e.std() > 0:
+            out["force_deviation_error_pearson"] = float(np.corrcoef(d, e)[0, 1])
+            rank = lambda x: np.argsort(np.argsort(x)).astype(float)  # noqa: E731
+            out["force_deviation_error_spearman"] = float(np.corrcoef(rank(d), rank(e))[0, 1])
+    return out

@@ -37,6 +37,7 @@ class TrainingBatch:
     pair_d: list[torch.Tensor]
     pair_struct: list[torch.Tensor]
     dGdd: list[torch.Tensor]
+    member_weight: torch.Tensor | None = None  # (M, B) committee bootstrap counts, or None
 
 
 class TrainingData:
@@ -135,6 +136,8 @@ class TrainingData:
         self.stress_mask = torch.tensor(smask, device=device)
         self.volume = torch.tensor(volume, dtype=dtype, device=device)
         self.device = device
+        #: committee bootstrap: (M, B) how often each structure is in member m's resample
+        self.member_weight: torch.Tensor | None = None
         self._full: TrainingBatch | None = None
 
     def batch(self, sids: np.ndarray | None = None) -> TrainingBatch:
@@ -160,6 +163,7 @@ class TrainingData:
                     self.pair_d,
                     self.pair_struct,
                     self.dGdd,
+                    self.member_weight,
                 )
             return self._full
         dev = self.device
@@ -221,4 +225,5 @@ class TrainingData:
             pd,
             ps,
             dg,
+            None if self.member_weight is None else self.member_weight[:, s],
         )

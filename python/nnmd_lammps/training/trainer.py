@@ -21,11 +21,15 @@ from typing import Any
 import torch
 
 from .. import __version__
+from ..data.dataset import Dataset
 from ..descriptors.calculator import DescriptorCalculator
+from ..descriptors.extrapolation import TrainingRange
+from ..descriptors.generation import min_distances
 from ..descriptors.spec import DescriptorSpec, sort_elements
 from ..errors import NNMDError
 from ..model.modelfile import description_from_metadata, metadata_dict, save_model
 from ..model.networks import HDNNP, ModelDescription, NetworkSpec, build_hdnnp
+from ..model.repulsion import ZBLRepulsion, default_zbl_radii
 from .checkpoint import (
     CHECKPOINT,
     TrainingState,
@@ -33,14 +37,23 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import REFINE_BLOCK, Config, dump_config
-from .datasets import load_datasets
+from .config import REFINE_BLOCK, Config, dump_config, repulsion_settings
+from .datasets import bootstrap_counts, load_datasets, subtract_repulsion
 from .initialisation import build_descriptors, fit_reference_energies, scaling_from
 from .loss import LossWeights, loss_terms
 from .metrics import error_metrics
 from .tensors import TrainingData
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def training_range_of(G: torch.Tensor) -> TrainingRange:
+    """The training range of one element's descriptors; an element without training atoms
+    gets the empty range [0, 0], so that every atom of it is reported as extrapolating."""
+    if G.shape[0] == 0:
+        zeros = [0.0] * G.shape[1]
+        return TrainingRange(zeros, zeros, zeros, zeros)
+    return TrainingRange.of(G)
 
 
 class Trainer:
@@ -121,8 +134,16 @@ class Trainer:
                     f"in 'elements' {elements}"
                 )
         torch.manual_seed(tc.seed)
+        resumed_description = description_from_metadata(ck.model_metadata) if ck else None
+        repulsion = self._repulsion(sets["train"], elements, resumed_description)
+        # the networks learn the residual of the reference data after the repulsion
+        fit_sets = (
+            sets
+            if repulsion is None
+            else {name: subtract_repulsion(ds, repulsion, elements) for name, ds in sets.items()}
+        )
         if ck is None:
-            spec = build_descriptors(cfg, elements, sets["train"], self.log)
+            spec = build_descriptors(cfg, elements, fit_sets["train"], self.log)
         else:
             meta = ck.model_metadata
             spec = DescriptorSpec.from_dict(
@@ -132,13 +153,16 @@ class Trainer:
         t0 = time.perf_counter()
         tdata = {
             name: TrainingData(ds, calc, elements, dtype, device)
-            for name, ds in sets.items()
+            for name, ds in fit_sets.items()
             if len(ds)
         }
+        if cfg.network.bootstrap:
+            counts = bootstrap_counts(tdata["train"].n, cfg.network.committee, tc.seed)
+            tdata["train"].member_weight = torch.tensor(counts, dtype=dtype, device=device)
         self.log(f"descriptors and derivatives of all structures: {time.perf_counter() - t0:.1f} s")
         if ck is None:
             description = ModelDescription()
-            mu, scale = fit_reference_energies(sets["train"], elements)
+            mu, scale = fit_reference_energies(fit_sets["train"], elements)
             self.log(
                 "reference energies (least squares): "
                 + ", ".join(f"{e} {m:.6f} eV" for e, m in mu.items())
@@ -154,8 +178,18 @@ class Trainer:
                 description.scaling[e] = scaling_from(tdata["train"].G[e_idx], cfg.network.scaling)
             description.energy_scale = scale
             description.energy_shift = mu
+            description.committee = cfg.network.committee
+            description.training_range = {
+                e: training_range_of(tdata["train"].G[e_idx]) for e_idx, e in enumerate(elements)
+            }
+            description.repulsion = None if repulsion is None else repulsion.to_dict()
+            if description.committee > 1:
+                self.log(
+                    f"committee: {description.committee} networks per element"
+                    + (", each on its own bootstrap resample" if cfg.network.bootstrap else "")
+                )
         else:
-            description = description_from_metadata(ck.model_metadata)
+            description = resumed_description
         model = build_hdnnp(elements, description, dtype=dtype).to(device)
         meta_json = json.dumps(metadata_dict(spec, description, dtype=tc.dtype), allow_nan=False)
         weights = LossWeights(tc.energy_weight, tc.force_weight, tc.stress_weight)
@@ -170,6 +204,27 @@ class Trainer:
         state = self._refine(model, tdata, weights, state)
         model.load_state_dict(state.best_state)
         return self._finish(model, spec, description, sets, state, time.perf_counter() - t_start)
+
+    def _repulsion(
+        self, train: Dataset, elements: list[str], resumed: ModelDescription | None
+    ) -> ZBLRepulsion | None:
+        """The repulsion baseline: the resumed run's, or as configured (radii from the
+        shortest distance in the training data unless given)."""
+        if resumed is not None:
+            return None if resumed.repulsion is None else ZBLRepulsion.from_dict(resumed.repulsion)
+        settings = repulsion_settings(self.cfg)
+        if settings is None:
+            return None
+        inner, outer = settings["inner"], settings["outer"]
+        if inner is None:
+            dmin = min_distances(train.structures, elements, self.cfg.cutoff)
+            inner, outer = default_zbl_radii(dmin)
+            how = f"from the shortest training distance {dmin:.3f} A"
+        else:
+            how = "as configured"
+        rep = ZBLRepulsion(inner, outer)
+        self.log(f"repulsion: ZBL, switched off between {inner:.3f} and {outer:.3f} A ({how})")
+        return rep
 
     def _evaluate(self, model: HDNNP, td: TrainingData, weights: LossWeights) -> float:
         with torch.no_grad():
