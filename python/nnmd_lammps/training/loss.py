@@ -12,40 +12,6 @@ from ..model.networks import HDNNP
 from .tensors import TrainingBatch
 
 
-def predict_batch(
-    model: HDNNP, b: TrainingBatch, forces: bool = True, stress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Energies (B,), forces (Nb, 3) and stresses (B, 3, 3; ASE sign) of a batch;
-    differentiable in the model parameters."""
-    ref = b.energy
-    E = torch.zeros(b.n_structures, dtype=ref.dtype, device=ref.device)
-    derivatives = forces or stress
-    grads: list[torch.Tensor | None] = []
-    for e, net in enumerate(model.networks):
-        if b.G[e].shape[0] == 0:
-            grads.append(None)
-            continue
-        if derivatives:
-            en, grad = net.energy_and_gradient(b.G[e])
-            grads.append(grad)
-        else:
-            en = net(b.G[e])
-        E = E.index_add(0, b.row_struct[e], en)
-    if not derivatives:
-        return E, None, None
-    c = forces_and_virial(
-        b,
-        grads,
-        len(b.atom_struct),
-        forces=forces,
-        virial_rows=b.pair_struct if stress else None,
-        n_virial_rows=b.n_structures,
-    )
-    W = c.virial
-    S = None if W is None else -0.5 * (W + W.transpose(1, 2)) / b.volume[:, None, None]
-    return E, c.forces, S
-
-
 @dataclass
 class LossWeights:
     """Weights of the energy, force and stress terms of the loss."""
@@ -55,11 +21,12 @@ class LossWeights:
     stress: float
 
 
-def committee_predictions(
+def predict_batch(
     model: HDNNP, b: TrainingBatch, forces: bool = True, stress: bool = False
 ) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
-    """Energies, forces and stresses of the batch for every committee member (as
-    :func:`predict_batch`, one contraction per member); differentiable in the weights."""
+    """For every committee member (one for a single network): energies (B,), forces
+    (Nb, 3) and stresses (B, 3, 3; ASE sign) of the batch, differentiable in the network
+    weights. One force contraction per member."""
     ref = b.energy
     size = model.committee
     E = [torch.zeros(b.n_structures, dtype=ref.dtype, device=ref.device) for _ in range(size)]
@@ -101,11 +68,12 @@ def loss_terms(model: HDNNP, b: TrainingBatch, w: LossWeights) -> torch.Tensor:
     trained independently; their mean is not fitted)."""
     want_f = w.force > 0 and bool(b.force_mask.any())
     want_s = w.stress > 0 and bool(b.stress_mask.any())
+    predictions = predict_batch(model, b, want_f, want_s)
     if model.committee == 1:
-        E, F, S = predict_batch(model, b, forces=want_f, stress=want_s)
+        E, F, S = predictions[0]
         return _weighted_loss(E, F, S, b, w, b.weight, want_f, want_s)
     total = torch.zeros((), dtype=b.energy.dtype, device=b.energy.device)
-    for m, (E, F, S) in enumerate(committee_predictions(model, b, want_f, want_s)):
+    for m, (E, F, S) in enumerate(predictions):
         ws = b.weight if b.member_weight is None else b.weight * b.member_weight[m]
         total = total + _weighted_loss(E, F, S, b, w, ws, want_f, want_s)
     return total / model.committee
