@@ -28,7 +28,7 @@ using namespace LAMMPS_NS;
 PairNNMD::PairNNMD(LAMMPS *lmp) :
     Pair(lmp), device("cpu"), nthreads(1), single_precision(false), cutoff_user(0.0),
     cutoff_model(0.0), type9_method(nnmd::DescriptorCalculator::Method::Auto), profile(false),
-    t_descriptors(0.0), t_network(0.0), t_forces(0.0), n_calls(0),
+    t_descriptors(0.0), t_extrapolation(0.0), t_network(0.0), t_forces(0.0), n_calls(0),
     extrapolation_mode(ExtrapolationMode::Default), extrapolation_max(10), extrapolation_every(1),
     extrapolation_on(false), no_range_reported(false), extrapolation_warned(0),
     extrapolation_suppressed(false), extrapolation_total(0), extrapolation_checks(0),
@@ -406,6 +406,7 @@ void PairNNMD::compute(int eflag, int vflag)
                               C ? &cache[e][C * r] : nullptr);
     }
   }
+  const auto tc = Clock::now();
   if (check) check_extrapolation();
   const auto t1 = Clock::now();
   if (deviations)
@@ -490,7 +491,8 @@ void PairNNMD::compute(int eflag, int vflag)
   if (zbl) repulsion();
   if (profile) {
     const auto t3 = Clock::now();
-    t_descriptors += std::chrono::duration<double>(t1 - t0).count();
+    t_descriptors += std::chrono::duration<double>(tc - t0).count();
+    t_extrapolation += std::chrono::duration<double>(t1 - tc).count();
     t_network += std::chrono::duration<double>(t2 - t1).count();
     t_forces += std::chrono::duration<double>(t3 - t2).count();
     n_calls++;
@@ -838,21 +840,23 @@ void PairNNMD::finish()
                      total, extrapolation_checks);
   }
   if (!profile || n_calls == 0) return;
-  double mine[3] = {t_descriptors, t_network, t_forces}, sum[3], mx[3];
-  MPI_Allreduce(mine, sum, 3, MPI_DOUBLE, MPI_SUM, world);
-  MPI_Allreduce(mine, mx, 3, MPI_DOUBLE, MPI_MAX, world);
+  constexpr int NP = 4;
+  double mine[NP] = {t_descriptors, t_extrapolation, t_network, t_forces}, sum[NP], mx[NP];
+  MPI_Allreduce(mine, sum, NP, MPI_DOUBLE, MPI_SUM, world);
+  MPI_Allreduce(mine, mx, NP, MPI_DOUBLE, MPI_MAX, world);
   if (comm->me == 0) {
-    const double total = sum[0] + sum[1] + sum[2];
-    const char *names[3] = {"descriptors (pass 1)", "networks (libtorch)", "forces (pass 2)"};
+    const double total = sum[0] + sum[1] + sum[2] + sum[3];
+    const char *names[NP] = {"descriptors (pass 1)", "extrapolation checks", "networks (libtorch)",
+                             "forces (pass 2)"};
     std::string msg = fmt::format("pair nnmd profile over {} force calls (seconds per rank: "
                                   "average, max; share of pair time):\n",
                                   n_calls);
-    for (int k = 0; k < 3; ++k)
+    for (int k = 0; k < NP; ++k)
       msg += fmt::format("  {:22s} {:10.4f} {:10.4f}  {:5.1f}%\n", names[k], sum[k] / comm->nprocs,
                          mx[k], total > 0 ? 100.0 * sum[k] / total : 0.0);
     utils::logmesg(lmp, msg);
   }
-  t_descriptors = t_network = t_forces = 0.0;
+  t_descriptors = t_extrapolation = t_network = t_forces = 0.0;
   n_calls = 0;
 }
 

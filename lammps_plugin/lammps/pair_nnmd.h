@@ -62,7 +62,7 @@ class PairNNMD : public Pair {
   double cutoff_model;
   nnmd::DescriptorCalculator::Method type9_method;    // evaluation of type-9 groups
   bool profile;
-  double t_descriptors, t_network, t_forces;    // accumulated seconds (profile yes)
+  double t_descriptors, t_extrapolation, t_network, t_forces;    // seconds (profile yes)
   long n_calls;
 
   // extrapolation settings (pair_style) and state
