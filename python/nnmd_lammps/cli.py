@@ -171,6 +171,89 @@ def _cmd_test(args: argparse.Namespace) -> None:
         )
 
 
+def _cmd_select(args: argparse.Namespace) -> None:
+    import ase.io
+    import numpy as np
+
+    from .active.selection import (
+        DEFAULT_MIN_DISTANCE,
+        check_committee,
+        check_trust_window,
+        parse_types,
+        read_trajectory,
+        select_candidates,
+        selected_frames,
+    )
+    from .model.potential import Potential
+
+    check_trust_window(args.lo, args.hi)
+    if args.n < 1:
+        raise NNMDError(f"-n must be at least 1 (got {args.n})")
+    types = parse_types(args.types)
+    pot = Potential.load(args.model, device=args.device)
+    if args.deviation_column is None:
+        check_committee(pot)
+    frames, sources, deviations = [], [], []
+    for path in args.trajectories:
+        fr, dev = read_trajectory(path, types, args.format, args.deviation_column)
+        frames.extend(fr)
+        sources.extend(f"{path}:{k}" for k in range(len(fr)))
+        if dev is not None:
+            deviations.append(dev)
+    min_distance = DEFAULT_MIN_DISTANCE if args.min_distance is None else args.min_distance
+    sel = select_candidates(
+        pot,
+        frames,
+        args.lo,
+        args.hi,
+        args.n,
+        np.concatenate(deviations) if deviations else None,
+        min_distance,
+    )
+    ase.io.write(args.output, selected_frames(frames, sel, sources), format="extxyz")
+    fa, fc, ff = sel.fractions()
+    print(
+        f"read {sel.n_frames} frames from {len(args.trajectories)} file(s): accurate "
+        f"{sel.n_accurate} ({100 * fa:.1f}%), candidate {sel.n_candidate} ({100 * fc:.1f}%), "
+        f"failed {sel.n_failed} ({100 * ff:.1f}%) for [{args.lo:g}, {args.hi:g}) eV/A; "
+        f"selected {len(sel.indices)} -> {args.output}"
+    )
+
+
+def _cmd_label(args: argparse.Namespace) -> None:
+    from .active.labelling import calculator_factory, label, read_frames
+
+    factory = calculator_factory(args.calculator, args.kwargs)
+    frames = read_frames(args.input, args.format)
+    finished = 0
+
+    def progress(index: int, rec: dict, done: int, total: int) -> None:
+        nonlocal finished
+        finished += 1
+        what = f"failed: {rec['error']}" if "error" in rec else f"energy {rec['energy']:.6f} eV"
+        print(f"[{done}/{total}] frame {index}: {what}", flush=True)
+
+    try:
+        report = label(
+            frames,
+            factory,
+            args.output,
+            workers=args.workers,
+            resume=not args.restart,
+            retry_failed=args.retry_failed,
+            progress=progress,
+            log=print,
+        )
+    except KeyboardInterrupt:
+        raise NNMDError(
+            f"labelling interrupted after {finished} frame(s) of this run; run the same "
+            "command again to resume (finished frames are kept in the journal)"
+        ) from None
+    print(report.summary())
+    if not report.labelled:
+        raise NNMDError(f"all {report.n_frames} frames failed (see {report.failed_path})")
+
+
 def _cmd_lammps_plugin_dir(args: argparse.Namespace) -> None:
     from .plugin_path import plugin_dir, plugin_file
 
@@ -250,6 +333,65 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_data_arguments(s, "structures with reference energies (and forces)")
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
     s.set_defaults(func=_cmd_test)
+
+    s = sub.add_parser(
+        "select",
+        help="choose trajectory frames for reference calculations (committee deviation)",
+    )
+    s.add_argument("model", help="model file (a committee unless --deviation-column)")
+    s.add_argument(
+        "trajectories",
+        nargs="+",
+        metavar="TRAJ",
+        help="LAMMPS text dumps (with --types), extended XYZ or any ASE format",
+    )
+    s.add_argument(
+        "--lo", type=float, required=True, help="max force deviation (eV/A) below: accurate"
+    )
+    s.add_argument(
+        "--hi", type=float, required=True, help="max force deviation (eV/A) from: failed"
+    )
+    s.add_argument("-n", type=int, default=50, help="at most N frames (default 50)")
+    s.add_argument(
+        "--types", default=None, help="elements of LAMMPS atom types 1, 2, ...: e.g. Cu,Ag"
+    )
+    s.add_argument(
+        "--deviation-column",
+        default=None,
+        metavar="NAME",
+        help="take per-atom deviations from this dump column (f_trust[1]) or array "
+        "instead of evaluating the committee",
+    )
+    s.add_argument(
+        "--min-distance",
+        type=float,
+        default=None,
+        metavar="D",
+        help="smallest fingerprint distance between selected frames (RMS, in training "
+        "range widths; default 0.001)",
+    )
+    s.add_argument("--format", default=None, help="ASE format of the trajectories")
+    s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    s.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
+    s.set_defaults(func=_cmd_select)
+
+    s = sub.add_parser("label", help="label structures with a reference ASE calculator")
+    s.add_argument("input", help="structures (extended XYZ from nnmd select, any ASE format)")
+    s.add_argument(
+        "--calculator",
+        required=True,
+        metavar="MODULE:CLASS",
+        help="ASE calculator class, e.g. ase.calculators.emt:EMT",
+    )
+    s.add_argument(
+        "--kwargs", default=None, metavar="JSON", help="keyword arguments of the calculator"
+    )
+    s.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    s.add_argument("--restart", action="store_true", help="ignore the journal of an earlier run")
+    s.add_argument("--retry-failed", action="store_true", help="on resume, recompute failed frames")
+    s.add_argument("--format", default=None, help="ASE format of INPUT")
+    s.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
+    s.set_defaults(func=_cmd_label)
 
     s = sub.add_parser("lammps-plugin-dir", help="print the directory of the LAMMPS plugin")
     s.set_defaults(func=_cmd_lammps_plugin_dir)
