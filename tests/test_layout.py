@@ -21,7 +21,8 @@ ALLOWED = {
     "data": {"descriptors"},
     "training": {"descriptors", "model", "data"},
     "interop": {"descriptors", "model", "data"},
-    "cli": {"descriptors", "model", "data", "training", "interop", "plugin_path"},
+    "active": {"descriptors", "model", "data"},
+    "cli": {"descriptors", "model", "data", "training", "interop", "active", "plugin_path"},
 }
 BASE = {"errors", "units", "limits", "__init__"}
 
