@@ -487,18 +487,30 @@ def _md_deck(data: Path, model: Path, threshold: float, steps: int) -> list[str]
     ]
 
 
-def test_fix_halt_on_force_deviation(tmp_path):
-    """fix halt on c_ID[3] (the frame's largest force deviation, a variable) stops an MD
-    run at the first check above the threshold; below it the run goes on."""
-    from nnmd_lammps.model import Potential, build_hdnnp, save_model
+@pytest.fixture(scope="module")
+def cu_committee(tmp_path_factory):
+    """A random committee of 3 Cu networks; the training range of two rattled crystals."""
+    from nnmd_lammps.descriptors.extrapolation import TrainingRange
+    from nnmd_lammps.model import build_hdnnp, save_model
 
     base = random_potential(["Cu"], seed=41, rc=4.0)
     desc = base.description
     desc.committee = 3
+    _, values = base.descriptors_of([_crystal(3.6, 11, 0.1), _crystal(3.5, 12, 0.1)], False)
+    desc.training_range = {"Cu": TrainingRange.of(values.G[0])}
     torch.manual_seed(42)
     module = build_hdnnp(["Cu"], desc)
-    model = tmp_path / "cu_committee.pt"
+    model = tmp_path_factory.mktemp("cu_committee") / "cu_committee.pt"
     save_model(model, base.spec, module, desc, {"kind": "test"})
+    return model
+
+
+def test_fix_halt_on_force_deviation(cu_committee, tmp_path):
+    """fix halt on c_ID[3] (the frame's largest force deviation, a variable) stops an MD
+    run at the first check above the threshold; below it the run goes on."""
+    from nnmd_lammps.model import Potential
+
+    model = cu_committee
     atoms = _crystal(3.6, seed=1)
     data = tmp_path / "cu.data"
     write_lammps_data(data, atoms, ["Cu"])
@@ -513,6 +525,39 @@ def test_fix_halt_on_force_deviation(tmp_path):
     assert rc == 0, log[-3000:]
     assert re.search(r"Fix halt condition for fix-id halt met on step 5 with value", log), log
     assert "Loop time of" in log and " for 5 steps with 108 atoms" in log
+
+
+def test_example_uncertainty_deck(cu_committee, tmp_path):
+    """examples/lammps/in.uncertainty (a test committee in place of the demo's) on 2 ranks:
+    halted at the first check above a tiny threshold, with the step reported; with a large
+    threshold it runs to the end. Its dump has the per-atom deviations."""
+    deck = Path(__file__).resolve().parents[1] / "examples" / "lammps" / "in.uncertainty"
+    for threshold, steps, last in (("1e-6", 40, 10), ("1e6", 40, 40)):
+        work = tmp_path / threshold
+        work.mkdir()
+        proc = subprocess.run(
+            [
+                venv_bin("mpirun"),
+                "-np",
+                "2",
+                venv_bin("lmp"),
+                "-in",
+                str(deck),
+                *("-var", "model", str(cu_committee), "-var", "steps", str(steps)),
+                *("-var", "threshold", threshold, "-log", "log.unc"),
+            ],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        log = (work / "log.unc").read_text()
+        assert f"uncertainty: run ended at step {last}, T = " in log
+        assert ("Fix halt condition for fix-id stop met on step 10" in log) == (last == 10)
+        dump = _last_dump(work / "uncertainty.lammpstrj")
+        assert dump["f_trust[1]"].max() > 0.0 and dump["f_trust[2]"].max() > 0.0
 
 
 # -- bad input ----------------------------------------------------------------------------------
