@@ -254,6 +254,21 @@ def _cmd_label(args: argparse.Namespace) -> None:
         raise NNMDError(f"all {report.n_frames} frames failed (see {report.failed_path})")
 
 
+def _cmd_active_learn(args: argparse.Namespace) -> None:
+    from .active.config import load_al_config
+    from .active.loop import active_learn
+
+    cfg = load_al_config(args.config)
+    try:
+        state = active_learn(cfg, args.out, resume=args.resume)
+    except KeyboardInterrupt:
+        raise NNMDError(
+            f"active learning interrupted; continue with: nnmd active-learn {args.config} "
+            f"--out {args.out} --resume"
+        ) from None
+    print(f"finished: {state['stop_reason']}; see {Path(args.out) / 'progress.png'}")
+
+
 def _cmd_lammps_plugin_dir(args: argparse.Namespace) -> None:
     from .plugin_path import plugin_dir, plugin_file
 
@@ -392,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default=None, help="ASE format of INPUT")
     s.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
     s.set_defaults(func=_cmd_label)
+
+    s = sub.add_parser(
+        "active-learn",
+        help="active learning: train, explore with LAMMPS, select, label, repeat",
+    )
+    s.add_argument("config", help="training config with an active_learning section")
+    s.add_argument("--out", required=True, help="run directory (iter_0/, iter_1/, ...)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted loop")
+    s.set_defaults(func=_cmd_active_learn)
 
     s = sub.add_parser("lammps-plugin-dir", help="print the directory of the LAMMPS plugin")
     s.set_defaults(func=_cmd_lammps_plugin_dir)
