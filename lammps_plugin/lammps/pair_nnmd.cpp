@@ -243,9 +243,10 @@ void PairNNMD::coeff(int narg, char **arg)
     }
   no_range_reported = false;
 
-  // committee: per-member force deviations travel by reverse communication (3 per member)
+  // committee: per-member force deviations travel by reverse communication (3 per member,
+  // M - 1 members)
   committee = model->committee_size();
-  comm_reverse = committee > 1 ? 3 * committee : 0;
+  comm_reverse = committee > 1 ? 3 * (committee - 1) : 0;
 
   zbl.reset();
   if (info.has_repulsion) {
