@@ -380,14 +380,16 @@ def _committee_structure(seed: int = 2) -> Atoms:
     )
 
 
-def _committee_run(model: Path, atoms: Atoms, workdir: Path, nprocs: int, style_args: str):
-    """Single point with fix pair dumping the per-atom deviations; returns run_lammps's
-    result, the dump columns and the thermo row of compute pair nnmd."""
+def _committee_run(
+    model: Path, atoms: Atoms, workdir: Path, nprocs: int, style_args: str, trigger: int = 0
+):
+    """Single point with fix pair dumping the per-atom deviations (``trigger`` 1: fix pair
+    asks for them); returns run_lammps's result and the dump columns."""
     data = workdir / "s.data"
     workdir.mkdir(parents=True, exist_ok=True)
     write_lammps_data(data, atoms, ["C", "N", "Cu"])
     extra = [
-        "fix fp all pair 1 nnmd force_deviation 0 energy_deviation 0",
+        f"fix fp all pair 1 nnmd force_deviation {trigger} energy_deviation {trigger}",
         "compute cp all pair nnmd",
         "thermo_style custom step pe c_cp[3] c_cp[4] c_cp[5]",
         "thermo_modify format float %.17g",
@@ -399,17 +401,20 @@ def _committee_run(model: Path, atoms: Atoms, workdir: Path, nprocs: int, style_
     return res, _last_dump(workdir / "dump.atoms")
 
 
-@pytest.mark.parametrize("nprocs", [1, 3])
+@pytest.mark.parametrize("nprocs", [1, pytest.param(3, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("variant", ["plain", "zbl"])
 def test_committee_python_equals_lammps(committee, tmp_path, nprocs, variant):
     """Mean energy and forces on steps with and without deviations, per-atom force and
-    energy deviations and their frame values: LAMMPS = Python to 1e-10."""
+    energy deviations (every step, or when fix pair triggers them): LAMMPS = Python to
+    1e-10."""
     models, _, Potential = committee
     atoms = _committee_structure()
     res, dump = _committee_run(
         models[variant], atoms, tmp_path / "u", nprocs, "uncertainty every 1"
     )
     plain, _ = _committee_run(models[variant], atoms, tmp_path / "p", nprocs, "")
+    # no uncertainty keyword, but fix pair's trigger asks for the deviations
+    _, triggered = _committee_run(models[variant], atoms, tmp_path / "t", nprocs, "", trigger=1)
     mine = atoms.copy()
     mine.positions = res.positions
     ref = Potential.load(models[variant]).evaluate([mine], atomic_virials=True, uncertainty=True)[0]
@@ -417,12 +422,13 @@ def test_committee_python_equals_lammps(committee, tmp_path, nprocs, variant):
         assert abs(r.pe - ref.energy) < 1e-10 * abs(ref.energy)
         assert np.abs(r.forces - ref.forces).max() < 1e-10 * np.abs(ref.forces).max()
         assert np.abs(r.atomic_energies - ref.atomic_energies).max() < 1e-10
-    np.testing.assert_allclose(dump["f_fp[1]"], ref.force_deviation, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(dump["f_fp[2]"], ref.energy_deviation, rtol=0, atol=1e-10)
+    for d in (dump, triggered):
+        np.testing.assert_allclose(d["f_fp[1]"], ref.force_deviation, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(d["f_fp[2]"], ref.energy_deviation, rtol=0, atol=1e-10)
     assert ref.force_deviation.min() > 1e-3  # the members really differ
 
 
-@pytest.mark.parametrize("nprocs", [1, 3])
+@pytest.mark.parametrize("nprocs", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_committee_deviations_equal_numpy_from_members(committee, tmp_path, nprocs):
     """Each member run alone in LAMMPS gives F^m and E^m; NumPy then gives
     sigma_F = sqrt(mean_m |F^m - F|^2), sigma_E = std_m E^m, their max and mean, which the
