@@ -6,7 +6,9 @@
    demo_output/cu.pt;
 3. NVT molecular dynamics with pair_style nnmd on 2 MPI ranks (examples/lammps/in.nvt);
 4. validation: lattice constant, bulk modulus, C11/C12/C44 and the vacancy formation
-   energy of the network potential *in LAMMPS* against EMT.
+   energy of the network potential *in LAMMPS* against EMT;
+5. trust: a committee of 4 networks (examples/demo/cu_committee.yaml) and MD heated until
+   the committee's force deviation crosses a threshold (examples/lammps/in.uncertainty).
 With ../shared/data present, the n2p2 water potential is also imported and checked
 against n2p2's published energy and forces.
 """
@@ -178,6 +180,45 @@ def water() -> None:
     )
 
 
+def trust() -> None:
+    """A committee of 4 on the same data, then MD heated until the committee disagrees:
+    fix halt stops the run (examples/lammps/in.uncertainty, docs/uncertainty.md)."""
+    run = OUT / "cu_committee_run"
+    if run.exists():
+        shutil.rmtree(run)
+    nnmd("train", str(ROOT / "examples" / "demo" / "cu_committee.yaml"), "--out", str(run))
+    model = OUT / "cu_committee.pt"
+    shutil.copy(run / "model.pt", model)
+    work = OUT / "uncertainty"
+    work.mkdir(exist_ok=True)
+    deck = ROOT / "examples" / "lammps" / "in.uncertainty"
+    cmd = [
+        str(BIN / "mpirun"),
+        "-np",
+        "2",
+        str(BIN / "lmp"),
+        "-in",
+        str(deck),
+        "-var",
+        "model",
+        str(model),
+        "-log",
+        str(work / "log.lammps"),
+        "-screen",
+        "none",
+    ]
+    print("$ " + " ".join(cmd[:6]) + " ...", flush=True)
+    subprocess.run(cmd, check=True, cwd=work)
+    text = (work / "log.lammps").read_text()
+    start = text.index("   Step")
+    table = text[start : text.index("Loop time", start)].rstrip().splitlines()
+    print("\n".join([*table[:3], "   ...", *table[-3:]]))
+    print(next(ln for ln in text.splitlines() if ln.startswith("uncertainty: run ended")))
+    warnings = [ln for ln in text.splitlines() if "extrapolat" in ln and "WARNING" in ln]
+    if warnings:
+        print(f"({len(warnings)} extrapolation warning(s) in {work / 'log.lammps'})")
+
+
 def main() -> None:
     t0 = time.perf_counter()
     OUT.mkdir(exist_ok=True)
@@ -190,8 +231,10 @@ def main() -> None:
     md(model)
     step("4. validation: the network potential in LAMMPS vs EMT")
     properties(model)
+    step("5. trust: a committee of 4, MD heated until it disagrees (fix halt)")
+    trust()
     if WATER.is_dir():
-        step("5. n2p2 interoperability: the published water potential")
+        step("6. n2p2 interoperability: the published water potential")
         water()
     step("done")
     print(f"model        : {model}")

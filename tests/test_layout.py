@@ -21,7 +21,7 @@ ALLOWED = {
     "data": {"descriptors"},
     "training": {"descriptors", "model", "data"},
     "interop": {"descriptors", "model", "data"},
-    "active": {"descriptors", "model", "data"},
+    "active": {"descriptors", "model", "data", "training", "interop"},
     "cli": {"descriptors", "model", "data", "training", "interop", "active", "plugin_path"},
 }
 BASE = {"errors", "units", "limits", "__init__"}
