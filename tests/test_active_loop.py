@@ -291,3 +291,60 @@ def test_cli_errors_are_one_line(tmp_path):
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_killed_during_training_resumes(unbroken, tmp_path):
+    """kill -9 of `nnmd active-learn` once iteration 1's training has a checkpoint, then
+    `--resume`: the same data set as the unbroken loop."""
+    import os
+    import signal
+    import time
+
+    _config(tmp_path)
+    cmd = [sys.executable, "-m", "nnmd_lammps.cli", "active-learn", str(tmp_path / "al.yaml")]
+    cmd += ["--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "run" / "iter_1" / "train" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    if killed:
+        assert not state["finished"]
+    proc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _assert_same_data(unbroken[0] / "run", tmp_path / "run")
+
+
+def test_extra_training_files_and_template_deck(tmp_path):
+    """data.train files join every iteration's data set; a template deck is filled in."""
+    from ase import Atoms
+
+    raw = _config(tmp_path)
+    raw["data"]["train"] = ["test.extxyz"]
+    (tmp_path / "in.template").write_text(
+        "read_data {data}\npair_coeff * * {model} {elements}\nvelocity all create "
+        "{temperature} {seed}\nfix 1 all npt temp {temperature} {temperature} 0.1 iso "
+        "{pressure} {pressure} 1.0\ndump d all custom {dump_every} {dump} id type x y z\n"
+        "run {steps}\n"
+    )
+    raw["active_learning"]["exploration"]["template"] = "in.template"
+    raw["active_learning"]["exploration"]["pressures"] = [1.0, 1000.0]
+    cfg = al_config_from_dict(raw, tmp_path)
+    assert cfg.training.data.train == []
+    tc = cfg.training_config([tmp_path / "x.extxyz"])
+    assert tc.data.train == [str(tmp_path / "test.extxyz"), str(tmp_path / "x.extxyz")]
+    loop = ActiveLearning(cfg, tmp_path / "run", log=_quiet)
+    runs = loop._runs(0)
+    assert [(r["temperature"], r["pressure"]) for r in runs] == [(700, 1.0), (700, 1000.0)]
+    deck = loop._deck(Path("a.data"), Path("m.pt"), ["Cu"], runs[1], Atoms("Cu", pbc=True))
+    assert deck == (
+        "read_data a.data\npair_coeff * * m.pt Cu\nvelocity all create 700.0 "
+        f"{runs[1]['seed']}\nfix 1 all npt temp 700.0 700.0 0.1 iso 1000.0 1000.0 1.0\n"
+        f"dump d all custom {DUMP_EVERY} md.dump id type x y z\nrun {STEPS}\n"
+    )

@@ -463,14 +463,16 @@ class ActiveLearning:
         )
 
     def _summary(self, k: int, d: Path) -> None:
+        from ..data.io import read_structures
         from .labelling import read_frames
 
         files = self._data_files(k)
         n_structures = sum(len(read_frames(f)) for f in files)
+        data = self.cfg.training.data
         for p in self.cfg.extra_train:
-            from ..data.io import read_structures
-
-            n_structures += len(read_structures(str(self.cfg.path(p))))
+            n_structures += len(
+                read_structures(self.cfg.path(p), data.format, data.length_unit, data.energy_unit)
+            )
         label_doc = json.loads((d / "label.json").read_text())
         sel = json.loads((d / "selection.json").read_text())
         metrics = json.loads((d / "train" / "metrics.json").read_text())
