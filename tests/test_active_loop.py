@@ -313,9 +313,9 @@ def test_cli_killed_during_training_resumes(unbroken, tmp_path):
     if killed:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert killed, "the loop finished before its training wrote a checkpoint"
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    if killed:
-        assert not state["finished"]
+    assert state["current"] == "iter_1/train" and not state["finished"]
     proc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_same_data(unbroken[0] / "run", tmp_path / "run")

@@ -541,6 +541,9 @@ def plot_progress(summaries: list[dict[str, Any]], path: Path) -> None:
         ("failed", "tab:red"),
     ):
         ax.plot(it, [s[f"{key}_fraction"] for s in summaries], "o-", color=colour, label=key)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel("fraction of explored frames")
     ax.set_ylim(-0.02, 1.02)
@@ -556,6 +559,7 @@ def plot_progress(summaries: list[dict[str, Any]], path: Path) -> None:
             "s-",
             label="energy RMSE (eV/atom)",
         )
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_xlabel("iteration")
         ax2.set_ylabel("test error")
         ax2.legend()
