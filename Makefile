@@ -10,7 +10,7 @@ SETUP_STAMP := $(VENV)/.nnmd-setup-stamp
 CXX_SOURCES = $(shell find lammps_plugin -name '*.cpp' -o -name '*.h')
 PY_SOURCES := python tests benchmarks examples
 
-.PHONY: setup plugin test test-fast test-sanitize lint format demo bench clean
+.PHONY: setup plugin test test-fast test-sanitize lint format demo demo-al bench clean
 
 setup: $(SETUP_STAMP) plugin
 
@@ -64,6 +64,10 @@ test-fast: setup
 
 demo: setup
 	$(PY) examples/demo.py
+
+# active learning for copper with ASE's EMT as the reference (examples/active_learning)
+demo-al: setup
+	$(PY) examples/active_learning/run.py
 
 # speed and memory of pair_style nnmd vs SW / EAM / SNAP (prints a table; not a test)
 bench: setup
