@@ -113,6 +113,7 @@ def _assert_same_data(run_a: Path, run_b: Path) -> None:
     assert [x.positions.tolist() for x in sa] == [x.positions.tolist() for x in sb]
 
 
+@pytest.mark.slow
 def test_loop_end_to_end(unbroken):
     from nnmd_lammps.active.selection import read_trajectory
     from nnmd_lammps.model import Potential
@@ -170,6 +171,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_kill_during_labelling(unbroken, tmp_path, monkeypatch):
     import nnmd_lammps.active.labelling as labelling
 
@@ -199,6 +201,7 @@ def test_resume_after_kill_during_labelling(unbroken, tmp_path, monkeypatch):
     _assert_same_data(unbroken[0] / "run", tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_resume_after_kill_during_training(unbroken, tmp_path, monkeypatch):
     from nnmd_lammps.training.trainer import Trainer
 
@@ -229,6 +232,7 @@ def test_resume_after_kill_during_training(unbroken, tmp_path, monkeypatch):
     assert json.loads(a)["test"] == json.loads(b)["test"]
 
 
+@pytest.mark.slow
 def test_finished_loop_resumes_as_a_no_op(unbroken):
     tmp, _ = unbroken
     before = (tmp / "run" / "state.json").read_text()
@@ -259,6 +263,7 @@ def test_bad_configs_give_one_line_errors(tmp_path, change, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
     raw = _config(tmp_path, trust={"lo": 1.0, "hi": 0.5})
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))

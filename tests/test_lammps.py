@@ -235,6 +235,7 @@ def copper(tmp_path_factory):
     return model, data
 
 
+@pytest.mark.slow
 def test_nve_identical_on_1_to_4_ranks(copper, tmp_path):
     model, data = copper
     runs = {}
@@ -249,6 +250,7 @@ def test_nve_identical_on_1_to_4_ranks(copper, tmp_path):
         np.testing.assert_allclose(runs[n], runs[1], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_rank_without_atoms(copper, tmp_path):
     """Atoms only in the left half of the box, 4 ranks along x: two own no atoms."""
     model, _ = copper
@@ -296,6 +298,7 @@ def test_nve_energy_conservation(copper, tmp_path):
 # -- the imported n2p2 water potential ------------------------------------------------------------
 
 
+@pytest.mark.slow
 @requires_shared_data
 def test_water_step0_energy(tmp_path):
     from ase.io import read

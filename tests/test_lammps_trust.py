@@ -134,7 +134,11 @@ def _zero_network_model(tmp_path: Path, inner: float, outer: float, rc: float) -
 
 @pytest.mark.parametrize(
     ("inner", "outer", "rc", "nprocs"),
-    [(1.0, 2.2, 3.0, 1), (1.0, 2.2, 3.0, 3), (0.8, 3.2, 2.5, 1)],  # last: outer > rc
+    [
+        (1.0, 2.2, 3.0, 1),
+        pytest.param(1.0, 2.2, 3.0, 3, marks=pytest.mark.slow),
+        (0.8, 3.2, 2.5, 1),  # outer > rc
+    ],
 )
 def test_zbl_equals_lammps_pair_zbl(tmp_path, inner, outer, rc, nprocs):
     model = _zero_network_model(tmp_path, inner, outer, rc)
@@ -271,6 +275,7 @@ def test_extrapolation_counts_equal_numpy(ranged_model, tmp_path, case):
         assert len(warnings) == min(flagged, 3) + (flagged > 3)
 
 
+@pytest.mark.slow
 def test_extrapolation_warnings_identical_on_1_and_3_ranks(ranged_model, tmp_path):
     pot, model, lo, hi, training = ranged_model
     atoms = _displaced(training[0])
@@ -402,7 +407,7 @@ def _committee_run(
 
 
 @pytest.mark.parametrize("nprocs", [1, pytest.param(3, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("variant", ["plain", "zbl"])
+@pytest.mark.parametrize("variant", ["plain", pytest.param("zbl", marks=pytest.mark.slow)])
 def test_committee_python_equals_lammps(committee, tmp_path, nprocs, variant):
     """Mean energy and forces on steps with and without deviations, per-atom force and
     energy deviations (every step, or when fix pair triggers them): LAMMPS = Python to
@@ -533,6 +538,7 @@ def test_fix_halt_on_force_deviation(cu_committee, tmp_path):
     assert "Loop time of" in log and " for 5 steps with 108 atoms" in log
 
 
+@pytest.mark.slow
 def test_example_uncertainty_deck(cu_committee, tmp_path):
     """examples/lammps/in.uncertainty (a test committee in place of the demo's) on 2 ranks:
     halted at the first check above a tiny threshold, with the step reported; with a large

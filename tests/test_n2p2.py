@@ -374,6 +374,7 @@ def test_unsupported_symmetry_function_type(tmp_path):
     _assert_one_line_error(r, "symfunction_short", "type 12")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "line,needle",
     [
@@ -395,6 +396,7 @@ def test_unsupported_keywords_are_errors(tmp_path, line, needle):
     _assert_one_line_error(r, needle)
 
 
+@pytest.mark.slow
 def test_missing_weights_file(tmp_path):
     d = _good_dir(tmp_path)
     (d / "weights.030.data").unlink()
@@ -410,6 +412,7 @@ def test_wrong_number_of_weights(tmp_path):
     _assert_one_line_error(r, "weights.008.data", "needs")
 
 
+@pytest.mark.slow
 def test_scaling_file_mismatch(tmp_path):
     d = _good_dir(tmp_path)
     lines = (d / "scaling.data").read_text().splitlines()
@@ -432,6 +435,7 @@ def test_element_mismatch_and_non_finite_positions(tmp_path):
         _assert_one_line_error(r, needle)
 
 
+@pytest.mark.slow
 def test_missing_model_and_directory(tmp_path):
     r = run_nnmd("predict", str(tmp_path / "none.pt"), str(tmp_path / "x.xyz"), "-o", "o.xyz")
     _assert_one_line_error(r, "model file not found")

@@ -401,6 +401,7 @@ def test_exported_model_in_python_and_lammps(tmp_path, cu_data):
     assert np.abs(res.forces - ref.forces).max() < 1e-9
 
 
+@pytest.mark.slow
 def test_nnmd_test_command(tmp_path, cu_data):
     out, _ = _train(tiny_config(cu_data, epochs=3), tmp_path, "run")
     r = subprocess.run(
