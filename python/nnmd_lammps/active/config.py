@@ -36,10 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import NNMDError
-from ..training.config import Config, _build, config_from_dict, resolve
+from ..training.config import Config, _build, config_from_dict, read_yaml, resolve
 from .selection import check_trust_window
 
 #: The placeholders a user's LAMMPS deck template may use (``{name}``).
@@ -223,12 +221,4 @@ def al_config_from_dict(raw: Any, base_dir: str | Path = ".") -> ActiveLearningC
 
 def load_al_config(path: str | Path) -> ActiveLearningConfig:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise NNMDError(f"cannot read config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise NNMDError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return al_config_from_dict(raw, path.parent)
+    return al_config_from_dict(read_yaml(path), path.parent)

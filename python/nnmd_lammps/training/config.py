@@ -277,17 +277,23 @@ def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document of ``path``; unreadable files and YAML errors are NNMDErrors
+    naming the file (and the line)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise NNMDError(f"cannot read config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise NNMDError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return config_from_dict(raw, path.parent)
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    return config_from_dict(read_yaml(path), path.parent)
 
 
 def resolve(cfg: Config, p: str) -> Path:
