@@ -67,28 +67,19 @@ def train() -> Path:
     return run
 
 
+def lammps_command(deck: Path, log: Path, **variables) -> list[str]:
+    """``mpirun -np 2 lmp -in DECK -var NAME VALUE ... -log LOG -screen none``."""
+    cmd = [str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", str(deck)]
+    for name, value in variables.items():
+        cmd += ["-var", name, str(value)]
+    return [*cmd, "-log", str(log), "-screen", "none"]
+
+
 def md(model: Path) -> None:
     deck = ROOT / "examples" / "lammps" / "in.nvt"
     work = OUT / "md"
     work.mkdir(exist_ok=True)
-    cmd = [
-        str(BIN / "mpirun"),
-        "-np",
-        "2",
-        str(BIN / "lmp"),
-        "-in",
-        str(deck),
-        "-var",
-        "model",
-        str(model),
-        "-var",
-        "steps",
-        "1000",
-        "-log",
-        str(work / "log.lammps"),
-        "-screen",
-        "none",
-    ]
+    cmd = lammps_command(deck, work / "log.lammps", model=model, steps=1000)
     print("$ " + " ".join(cmd[:6]) + " ...", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=work)
@@ -192,21 +183,7 @@ def trust() -> None:
     work = OUT / "uncertainty"
     work.mkdir(exist_ok=True)
     deck = ROOT / "examples" / "lammps" / "in.uncertainty"
-    cmd = [
-        str(BIN / "mpirun"),
-        "-np",
-        "2",
-        str(BIN / "lmp"),
-        "-in",
-        str(deck),
-        "-var",
-        "model",
-        str(model),
-        "-log",
-        str(work / "log.lammps"),
-        "-screen",
-        "none",
-    ]
+    cmd = lammps_command(deck, work / "log.lammps", model=model)
     print("$ " + " ".join(cmd[:6]) + " ...", flush=True)
     subprocess.run(cmd, check=True, cwd=work)
     text = (work / "log.lammps").read_text()
