@@ -52,8 +52,14 @@ def scaling_from(G: torch.Tensor, kind: str) -> ScalingParams:
 
 
 def build_descriptors(
-    cfg: Config, elements: list[str], train: Dataset, log: Callable[[str], None]
+    cfg: Config,
+    elements: list[str],
+    train: Dataset,
+    log: Callable[[str], None],
+    shortest_distance: Callable[[], float] | None = None,
 ) -> DescriptorSpec:
+    """The symmetry functions of a new run. ``shortest_distance`` (Angstrom, the shortest
+    interatomic distance in ``train``) may be given by a caller that needs it too."""
     dc = cfg.descriptors
     if dc.functions is not None:
         spec = DescriptorSpec.from_dict({"elements": elements, "functions": _group(dc.functions)})
@@ -64,7 +70,10 @@ def build_descriptors(
         return spec
     r_min = dc.r_min
     if r_min is None:
-        dmin = min_distances(train.structures, elements, cfg.cutoff)
+        if shortest_distance is None:
+            dmin = min_distances(train.structures, elements, cfg.cutoff)
+        else:
+            dmin = shortest_distance()
         r_min = round(0.8 * dmin, 3)
         log(
             f"descriptors: shortest distance in the training data {dmin:.3f} A -> r_min "

@@ -11,17 +11,18 @@ an atomic checkpoint (:mod:`.checkpoint`) from which ``--resume`` continues exac
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import __version__
-from ..data.dataset import Dataset
 from ..descriptors.calculator import DescriptorCalculator
 from ..descriptors.extrapolation import TrainingRange
 from ..descriptors.generation import min_distances
@@ -135,7 +136,13 @@ class Trainer:
                 )
         torch.manual_seed(tc.seed)
         resumed_description = description_from_metadata(ck.model_metadata) if ck else None
-        repulsion = self._repulsion(sets["train"], elements, resumed_description)
+
+        @functools.cache
+        def shortest_distance() -> float:
+            """Shortest interatomic distance in the training set (computed at most once)."""
+            return min_distances(sets["train"].structures, elements, cfg.cutoff)
+
+        repulsion = self._repulsion(shortest_distance, resumed_description)
         # the networks learn the residual of the reference data after the repulsion
         fit_sets = (
             sets
@@ -143,7 +150,7 @@ class Trainer:
             else {name: subtract_repulsion(ds, repulsion, elements) for name, ds in sets.items()}
         )
         if ck is None:
-            spec = build_descriptors(cfg, elements, fit_sets["train"], self.log)
+            spec = build_descriptors(cfg, elements, fit_sets["train"], self.log, shortest_distance)
         else:
             meta = ck.model_metadata
             spec = DescriptorSpec.from_dict(
@@ -206,7 +213,7 @@ class Trainer:
         return self._finish(model, spec, description, sets, state, time.perf_counter() - t_start)
 
     def _repulsion(
-        self, train: Dataset, elements: list[str], resumed: ModelDescription | None
+        self, shortest_distance: Callable[[], float], resumed: ModelDescription | None
     ) -> ZBLRepulsion | None:
         """The repulsion baseline: the resumed run's, or as configured (radii from the
         shortest distance in the training data unless given)."""
@@ -217,7 +224,7 @@ class Trainer:
             return None
         inner, outer = settings["inner"], settings["outer"]
         if inner is None:
-            dmin = min_distances(train.structures, elements, self.cfg.cutoff)
+            dmin = shortest_distance()
             inner, outer = default_zbl_radii(dmin)
             how = f"from the shortest training distance {dmin:.3f} A"
         else:
