@@ -330,6 +330,60 @@ def test_without_validation_and_test_sets_and_longer_refinement_on_resume(tmp_pa
     assert ck["history"]["refine_iteration"] == [10, 20, 30]
 
 
+def test_warm_start_from_a_model_file(tmp_path, cu_data):
+    """training.initial_model: the new run keeps the model's symmetry functions, scaling
+    and energy shift and starts from its weights (with a vanishing learning rate it ends
+    where it started); new data extend the training range; a model that does not fit the
+    configuration is refused with the key named."""
+    import ase.io
+
+    from nnmd_lammps.model.modelfile import read_metadata
+
+    cfg = tiny_config(cu_data, epochs=3)
+    cfg["network"]["committee"] = 2
+    first, _ = _train(cfg, tmp_path, "first")
+    # new data: compressed cells, outside the first run's range
+    more = emt_structures(6, seed=9)
+    for a in more:
+        a.set_cell(a.cell * 0.96, scale_atoms=True)
+        a.calc = EMT()
+        e, f = a.get_potential_energy(), a.get_forces()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f)
+    ase.io.write(tmp_path / "more.extxyz", more)
+    warm = tiny_config(cu_data, epochs=1, learning_rate=1e-14, initial_model="first/model.pt")
+    warm["network"]["committee"] = 2
+    warm["data"]["train"] = [str(cu_data), str(tmp_path / "more.extxyz")]
+    second, _ = _train(warm, tmp_path, "second")
+    a, b = read_metadata(first / "model.pt"), read_metadata(second / "model.pt")
+    assert b["symmetry_functions"] == a["symmetry_functions"]
+    assert b["scaling"] == a["scaling"] and b["energy"] == a["energy"]
+    lo_a, lo_b = (np.array(m["training_range"]["Cu"]["min"]) for m in (a, b))
+    hi_a, hi_b = (np.array(m["training_range"]["Cu"]["max"]) for m in (a, b))
+    assert np.all(lo_b <= lo_a) and np.all(hi_b >= hi_a) and np.any(hi_b > hi_a)
+    assert f"warm start from {tmp_path / 'first' / 'model.pt'}" in (
+        (second / "train.log").read_text()
+    )
+    probe = emt_structures(2, seed=11)
+    for p, q in zip(
+        Potential.load(first / "model.pt").evaluate(probe),
+        Potential.load(second / "model.pt").evaluate(probe),
+        strict=True,
+    ):
+        assert q.energy == pytest.approx(p.energy, abs=1e-9)
+        np.testing.assert_allclose(q.forces, p.forces, atol=1e-9)
+    # a configuration the model does not fit
+    for key, value, message in (
+        ("committee", 3, "network.committee"),
+        ("hidden", [9], "network.hidden"),
+        ("repulsion", "zbl", "network.repulsion"),
+    ):
+        bad = tiny_config(cu_data, initial_model="first/model.pt")
+        bad["network"]["committee"] = 2
+        bad["network"][key] = value
+        with pytest.raises(NNMDError, match=message):
+            _train(bad, tmp_path, f"bad_{key}")
+
+
 @pytest.mark.slow
 def test_resume_after_kill_continues_from_checkpoint(tmp_path, cu_data):
     """kill -9 during training, then --resume: the run ends with exactly the weights of an

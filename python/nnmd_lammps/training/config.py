@@ -85,6 +85,9 @@ class TrainingConfig:
     dtype: str = "float64"
     device: str = "cpu"
     threads: int = 0
+    # warm start: a model file (relative to the config file) whose descriptors, scaling,
+    # energy shift and weights initialise this run (docs/training.md)
+    initial_model: str | None = None
     refine: RefineConfig = field(default_factory=RefineConfig)
 
 
@@ -305,6 +308,8 @@ def dump_config(cfg: Config, path: str | Path, extra: dict | None = None) -> Non
     d = cfg.to_dict()
     for section in ("train", "validation", "test"):
         d["data"][section] = [str(resolve(cfg, p)) for p in d["data"][section]]
+    if d["training"]["initial_model"] is not None:
+        d["training"]["initial_model"] = str(resolve(cfg, d["training"]["initial_model"]))
     if extra:
         d.update(extra)
     Path(path).write_text(yaml.safe_dump(d, sort_keys=False))

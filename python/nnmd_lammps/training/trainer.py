@@ -28,7 +28,13 @@ from ..descriptors.extrapolation import TrainingRange
 from ..descriptors.generation import min_distances
 from ..descriptors.spec import DescriptorSpec, sort_elements
 from ..errors import NNMDError
-from ..model.modelfile import description_from_metadata, metadata_dict, save_model
+from ..model.modelfile import (
+    LoadedModel,
+    description_from_metadata,
+    load_model,
+    metadata_dict,
+    save_model,
+)
 from ..model.networks import HDNNP, ModelDescription, NetworkSpec, build_hdnnp
 from ..model.repulsion import ZBLRepulsion, default_zbl_radii
 from .checkpoint import (
@@ -38,7 +44,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import REFINE_BLOCK, Config, dump_config, repulsion_settings
+from .config import REFINE_BLOCK, Config, dump_config, repulsion_settings, resolve
 from .datasets import bootstrap_counts, load_datasets, subtract_repulsion
 from .initialisation import build_descriptors, fit_reference_energies, scaling_from
 from .loss import LossWeights, loss_terms
@@ -135,7 +141,13 @@ class Trainer:
                     f"in 'elements' {elements}"
                 )
         torch.manual_seed(tc.seed)
-        resumed_description = description_from_metadata(ck.model_metadata) if ck else None
+        initial = self._initial_model(elements) if ck is None and tc.initial_model else None
+        if ck is not None:
+            resumed_description = description_from_metadata(ck.model_metadata)
+        elif initial is not None:
+            resumed_description = initial.description
+        else:
+            resumed_description = None
 
         @functools.cache
         def shortest_distance() -> float:
@@ -149,7 +161,9 @@ class Trainer:
             if repulsion is None
             else {name: subtract_repulsion(ds, repulsion, elements) for name, ds in sets.items()}
         )
-        if ck is None:
+        if initial is not None:
+            spec = initial.spec
+        elif ck is None:
             spec = build_descriptors(cfg, elements, fit_sets["train"], self.log, shortest_distance)
         else:
             meta = ck.model_metadata
@@ -167,7 +181,14 @@ class Trainer:
             counts = bootstrap_counts(tdata["train"].n, cfg.network.committee, tc.seed)
             tdata["train"].member_weight = torch.tensor(counts, dtype=dtype, device=device)
         self.log(f"descriptors and derivatives of all structures: {time.perf_counter() - t0:.1f} s")
-        if ck is None:
+        if initial is not None:
+            # warm start: descriptors, scaling, energy shift/scale, committee and repulsion of
+            # the initial model; the training range is that of this run's training data
+            description = copy.deepcopy(initial.description)
+            description.training_range = {
+                e: training_range_of(tdata["train"].G[e_idx]) for e_idx, e in enumerate(elements)
+            }
+        elif ck is None:
             description = ModelDescription()
             mu, scale = fit_reference_energies(fit_sets["train"], elements)
             self.log(
@@ -198,6 +219,8 @@ class Trainer:
         else:
             description = resumed_description
         model = build_hdnnp(elements, description, dtype=dtype).to(device)
+        if initial is not None:
+            model.load_state_dict(initial.module.state_dict())
         meta_json = json.dumps(metadata_dict(spec, description, dtype=tc.dtype), allow_nan=False)
         weights = LossWeights(tc.energy_weight, tc.force_weight, tc.stress_weight)
         n_params = sum(p.numel() for p in model.parameters())
@@ -211,6 +234,48 @@ class Trainer:
         state = self._refine(model, tdata, weights, state)
         model.load_state_dict(state.best_state)
         return self._finish(model, spec, description, sets, state, time.perf_counter() - t_start)
+
+    def _initial_model(self, elements: list[str]) -> LoadedModel:
+        """The model of ``training.initial_model``, checked against this configuration (same
+        elements, committee, hidden layers and activation)."""
+        cfg = self.cfg
+        path = resolve(cfg, cfg.training.initial_model)
+        loaded = load_model(path)
+        where = f"training.initial_model ({path})"
+        if loaded.spec.elements != elements:
+            raise NNMDError(
+                f"{where} is for elements {loaded.spec.elements}, this run for {elements}"
+            )
+        desc = loaded.description
+        if desc.committee != cfg.network.committee:
+            raise NNMDError(
+                f"{where} has a committee of {desc.committee}, but network.committee is "
+                f"{cfg.network.committee}"
+            )
+        for e in elements:
+            net = desc.networks[e]
+            if net.layers[1:-1] != list(cfg.network.hidden):
+                raise NNMDError(
+                    f"{where}: the {e} network has hidden layers {net.layers[1:-1]}, but "
+                    f"network.hidden is {list(cfg.network.hidden)}"
+                )
+            if any(a != cfg.network.activation for a in net.activations[:-1]):
+                raise NNMDError(
+                    f"{where}: the {e} network uses activation {net.activations[0]!r}, but "
+                    f"network.activation is {cfg.network.activation!r}"
+                )
+        wanted = repulsion_settings(cfg) is not None
+        if wanted != (desc.repulsion is not None):
+            raise NNMDError(
+                f"{where} {'has no' if wanted else 'has a'} repulsion baseline, but "
+                f"network.repulsion is {cfg.network.repulsion!r}"
+            )
+        self.log(
+            f"warm start from {path}: its symmetry functions, scaling, energy shift"
+            + (", repulsion" if wanted else "")
+            + " and weights"
+        )
+        return loaded
 
     def _repulsion(
         self, shortest_distance: Callable[[], float], resumed: ModelDescription | None
