@@ -20,6 +20,7 @@ from ase.calculators.emt import EMT
 from nnmd_lammps.active.config import al_config_from_dict, load_al_config
 from nnmd_lammps.active.loop import ActiveLearning, active_learn
 from nnmd_lammps.errors import NNMDError
+from nnmd_lammps.model.modelfile import read_metadata
 from nnmd_lammps.plugin_path import plugin_file
 
 pytestmark = pytest.mark.skipif(
@@ -165,6 +166,20 @@ def test_loop_end_to_end(unbroken):
         assert used == [
             str((run / f"iter_{j}" / "labelled.extxyz").resolve()) for j in range(k + 1)
         ]
+        # iteration 1 starts from iteration 0's committee: same symmetry functions and
+        # scaling, the previous model file named in its config and log
+        initial = yaml.safe_load((d / "train" / "config.yaml").read_text())["training"][
+            "initial_model"
+        ]
+        if k == 0:
+            assert initial is None
+        else:
+            previous = (run / "iter_0" / "train" / "model.pt").resolve()
+            assert Path(initial) == previous
+            assert f"warm start from {previous}" in (d / "train" / "train.log").read_text()
+            before, after = read_metadata(previous), read_metadata(d / "train" / "model.pt")
+            assert after["symmetry_functions"] == before["symmetry_functions"]
+            assert after["scaling"] == before["scaling"]
 
 
 class Killed(Exception):
@@ -254,6 +269,8 @@ def test_finished_loop_resumes_as_a_no_op(unbroken):
         ({"exploration": {"temperatures": [300], "stepz": 5}}, "did you mean 'steps'"),
         ({"exploration": {"steps": 5}}, "temperatures' is required"),
         ({"trust": {"lo": "low", "hi": 1}}, "must be a number"),
+        ({"warm_start_epochs": 0}, "warm_start_epochs' must be >= 1"),
+        ({"warm_start": "yes"}, "warm_start"),
     ],
 )
 def test_bad_configs_give_one_line_errors(tmp_path, change, message):

@@ -12,6 +12,8 @@ active_learning:
   max_iterations: 5
   stop_when_accurate_fraction_above: 0.99
   workers: 1                               # labelling processes
+  warm_start: true                         # train from the previous iteration's committee
+  warm_start_epochs: null                  # Adam epochs of warm-started iterations
   exploration:
     temperatures: [300, 800]               # K, one MD run per temperature (x pressure x start)
     pressures: [1.0]                       # bar; NPT when given, NVT when absent
@@ -87,6 +89,8 @@ class ActiveLearningSettings:
     max_iterations: int = 5
     stop_when_accurate_fraction_above: float | None = None
     workers: int = 1
+    warm_start: bool = True  # iterations after the first start from the previous committee
+    warm_start_epochs: int | None = None  # their Adam epochs (None: training.epochs)
 
 
 @dataclass
@@ -141,6 +145,8 @@ def _validate(al: ActiveLearningSettings, base_dir: str) -> None:
     for key in ("steps", "dump_every", "ranks"):
         if getattr(ex, key) < 1:
             raise NNMDError(f"config key 'active_learning.exploration.{key}' must be >= 1")
+    if al.warm_start_epochs is not None and al.warm_start_epochs < 1:
+        raise NNMDError("config key 'active_learning.warm_start_epochs' must be >= 1")
     if ex.max_starts < 0:
         raise NNMDError("config key 'active_learning.exploration.max_starts' must be >= 0")
     if not ex.timestep > 0:

@@ -8,12 +8,13 @@ Iteration k (directory ``DIR/iter_k/``) runs five stages:
    iteration k is the user's ``data.train`` files (if any) plus ``labelled.extxyz`` of
    iterations 0..k.
 2. **train**: ``train/`` is a complete ``nnmd train`` run on that data set (committee as
-   configured). Every iteration trains from scratch with the same seed: the symmetry
-   functions (``r_min``, pruning), the scaling, the reference energies and the training
-   range are derived from the data, so they change as the data grows and the previous
-   committee's weights do not fit the new networks in general (and the trainer has no
-   weight-initialisation hook); retraining also keeps every model reproducible from its
-   own ``train/config.yaml`` alone.
+   configured). With ``warm_start`` (the default), iterations after the first start from
+   the previous iteration's committee (``training.initial_model``): its symmetry
+   functions, scaling, reference energies and weights are kept, only the training range
+   follows the new data, and ``warm_start_epochs`` (if given) replaces
+   ``training.epochs``. ``warm_start: false`` retrains from scratch with the same seed
+   (descriptors and scaling then follow the growing data). Either way every model is
+   reproducible from its ``train/config.yaml``.
 3. **explore**: ``explore/run_NNN/`` holds one LAMMPS MD run per temperature x pressure x
    start structure (``in.lammps``, ``log.lammps``, ``md.dump``, ``result.json``), run with
    ``lmp`` (under ``mpirun -np ranks`` when ranks > 1) and ``pair_style nnmd uncertainty``:
@@ -257,6 +258,13 @@ class ActiveLearning:
         from ..training.checkpoint import CHECKPOINT
 
         cfg = self.cfg.training_config(self._data_files(k))
+        al = self.cfg.al
+        if k > 0 and al.warm_start:
+            # the previous committee's descriptors, scaling and weights (docs/uncertainty.md)
+            previous = iteration_dir(self.out, k - 1) / "train" / "model.pt"
+            cfg.training.initial_model = str(previous.resolve())
+            if al.warm_start_epochs is not None:
+                cfg.training.epochs = al.warm_start_epochs
         out = d / "train"
         train(cfg, out, resume=(out / CHECKPOINT).exists())
 
