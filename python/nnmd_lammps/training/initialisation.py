@@ -11,12 +11,13 @@ import torch
 
 from ..data.dataset import Dataset
 from ..descriptors.calculator import DescriptorCalculator
-from ..descriptors.generation import GridSettings, generate, min_distances, prune
+from ..descriptors.generation import GridSettings, generate, min_distances
 from ..descriptors.spec import DescriptorSpec
 from ..errors import NNMDError
 from ..model.networks import ScalingParams
 from ..model.potential import make_batch
 from .config import Config
+from .statistics import DescriptorStatistics, prune_by_statistics, scaling_params
 
 
 def fit_reference_energies(data: Dataset, elements: list[str]) -> tuple[dict[str, float], float]:
@@ -36,19 +37,40 @@ def fit_reference_energies(data: Dataset, elements: list[str]) -> tuple[dict[str
 
 
 def scaling_from(G: torch.Tensor, kind: str) -> ScalingParams:
+    """The descriptor scaling of ``kind`` from one element's descriptors (n_atoms, S)."""
     g = G.detach().double()
     if g.shape[0] == 0:
         return ScalingParams.identity(g.shape[1])
     gmin, gmax = g.min(0).values, g.max(0).values
     mean = g.mean(0)
     std = g.std(0) if g.shape[0] > 1 else torch.ones_like(mean)
-    # guard functions that happen to be constant on this set (kept by the user's choice)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    span = torch.where(gmax > gmin, gmax - gmin, torch.ones_like(gmax))
-    smin, smax = (-1.0, 1.0) if kind in ("scale", "scale_center") else (0.0, 1.0)
-    return ScalingParams(
-        kind, smin, smax, gmin.tolist(), (gmin + span).tolist(), mean.tolist(), std.tolist()
-    )
+    return scaling_params(gmin, gmax, mean, std, kind)
+
+
+#: Statistics of a training set's descriptors for a spec: (spec, with correlations) ->
+#: per element statistics (computed in chunks; see :mod:`.statistics`)
+StatisticsOf = Callable[[DescriptorSpec, bool], list[DescriptorStatistics]]
+
+
+def chunked_statistics(
+    data: Dataset, elements: list[str], chunk_structures: int = 64
+) -> StatisticsOf:
+    """Descriptor statistics of ``data`` computed here, ``chunk_structures`` at a time."""
+
+    def statistics(spec: DescriptorSpec, correlations: bool) -> list[DescriptorStatistics]:
+        calc = DescriptorCalculator(spec)
+        out = [DescriptorStatistics.empty(spec.num_functions(e), correlations) for e in elements]
+        for k in range(0, len(data), chunk_structures):
+            chunk = data.structures[k : k + chunk_structures]
+            b = make_batch(chunk, elements, calc.cutoff)
+            desc = calc.compute(b.species, b.centers, b.neighbors, b.vectors, derivatives=False)
+            out = [
+                s.merge(DescriptorStatistics.of(g, correlations))
+                for s, g in zip(out, desc.G, strict=True)
+            ]
+        return out
+
+    return statistics
 
 
 def build_descriptors(
@@ -57,9 +79,16 @@ def build_descriptors(
     train: Dataset,
     log: Callable[[str], None],
     shortest_distance: Callable[[], float] | None = None,
+    statistics: StatisticsOf | None = None,
+    kept_statistics: list[DescriptorStatistics] | None = None,
 ) -> DescriptorSpec:
     """The symmetry functions of a new run. ``shortest_distance`` (Angstrom, the shortest
-    interatomic distance in ``train``) may be given by a caller that needs it too."""
+    interatomic distance in ``train``) may be given by a caller that needs it too.
+
+    Pruning uses the statistics (with correlations) of the generated functions on the
+    training atoms, from ``statistics`` (default: :func:`chunked_statistics` of
+    ``train``); nothing holds all descriptors at once. A ``kept_statistics`` list receives
+    the statistics of the kept functions (per element; left empty without pruning)."""
     dc = cfg.descriptors
     if dc.functions is not None:
         spec = DescriptorSpec.from_dict({"elements": elements, "functions": _group(dc.functions)})
@@ -93,21 +122,18 @@ def build_descriptors(
     )
     log("descriptors: generated " + ", ".join(f"{e}: {spec.num_functions(e)}" for e in elements))
     if dc.prune:
-        calc = DescriptorCalculator(spec)
-        Gs = [[] for _ in elements]
-        for k in range(0, len(train), 64):
-            chunk = train.structures[k : k + 64]
-            b = make_batch(chunk, elements, calc.cutoff)
-            desc = calc.compute(b.species, b.centers, b.neighbors, b.vectors, derivatives=False)
-            for e in range(len(elements)):
-                Gs[e].append(desc.G[e])
-        spec, removed = prune(spec, [torch.cat(g) for g in Gs], dc.max_correlation)
+        stats = (statistics or chunked_statistics(train, elements))(spec, True)
+        spec, kept, removed = prune_by_statistics(spec, stats, dc.max_correlation)
         for e, notes in removed.items():
             log(
                 f"descriptors: pruned {len(notes)} of {e}'s functions (constant or |corr| > "
                 f"{dc.max_correlation})"
             )
         log("descriptors: kept " + ", ".join(f"{e}: {spec.num_functions(e)}" for e in elements))
+        if kept_statistics is not None:
+            kept_statistics.extend(
+                st.columns(kept[e]) for st, e in zip(stats, elements, strict=True)
+            )
     return spec
 
 

@@ -1,15 +1,59 @@
 """Predictions of a batch that stay differentiable in the network weights, and the
-weighted loss (docs/training.md, "Loss")."""
+weighted loss (docs/training.md, "Loss").
+
+Each loss term is a weighted sum over structures (energy), atoms (forces) or structures
+with stress divided by the sum of the weights: a batch's own sums by default, or those of
+a larger set (a :class:`LossNorm`) when the batch is one part of it (a chunk of a full
+training set, one rank's share of a global batch). The losses of the parts computed with
+the whole set's norm add up to the whole set's loss, and so do their gradients."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..descriptors.contraction import forces_and_virial
 from ..model.networks import HDNNP
 from .tensors import TrainingBatch
+
+
+@dataclass
+class LossNorm:
+    """Denominators of the loss terms of a set of structures, per committee member m
+    (tensors of shape (M,); M = 1 without bootstrap weights): ``energy`` the sum of the
+    structure weights w_k, ``force`` 3 x sum over structures with forces of w_k N_k (one
+    per force component), ``stress`` 9 x sum over structures with stress of w_k."""
+
+    energy: torch.Tensor
+    force: torch.Tensor
+    stress: torch.Tensor
+
+
+def loss_norm(
+    natoms: np.ndarray,
+    weight: np.ndarray,
+    has_forces: np.ndarray,
+    has_stress: np.ndarray,
+    member_weight: np.ndarray | None,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+) -> LossNorm:
+    """The :class:`LossNorm` of structures with ``natoms``, loss ``weight``, flags for
+    force and stress data and committee bootstrap counts ``member_weight`` (M, B) or None
+    (computed from these per-structure values alone: no descriptors needed)."""
+    w = np.asarray(weight, dtype=np.float64)[None, :]
+    if member_weight is not None:
+        w = w * np.asarray(member_weight, dtype=np.float64)
+    n = np.asarray(natoms, dtype=np.float64)
+    f = np.asarray(has_forces, dtype=np.float64)
+    st = np.asarray(has_stress, dtype=np.float64)
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.tensor(x, dtype=dtype, device=device)
+
+    return LossNorm(t(w.sum(1)), t(3.0 * (w * n * f).sum(1)), t(9.0 * (w * st).sum(1)))
 
 
 @dataclass
@@ -62,20 +106,25 @@ def predict_batch(
     return out
 
 
-def loss_terms(model: HDNNP, b: TrainingBatch, w: LossWeights) -> torch.Tensor:
-    """The weighted loss of a batch (docs/training.md). For a committee: the mean of the
-    members' losses, each member with its own bootstrap weights if any (the members are
-    trained independently; their mean is not fitted)."""
+def loss_terms(
+    model: HDNNP, b: TrainingBatch, w: LossWeights, norm: LossNorm | None = None
+) -> torch.Tensor:
+    """The weighted loss of a batch (docs/training.md), normalised by the batch's own
+    weight sums or, given ``norm``, by those of the set the batch is a part of. For a
+    committee: the mean of the members' losses, each member with its own bootstrap
+    weights if any (the members are trained independently; their mean is not fitted).
+    A batch without structures has loss 0 (a tensor without gradient)."""
     want_f = w.force > 0 and bool(b.force_mask.any())
     want_s = w.stress > 0 and bool(b.stress_mask.any())
     predictions = predict_batch(model, b, want_f, want_s)
     if model.committee == 1:
         E, F, S = predictions[0]
-        return _weighted_loss(E, F, S, b, w, b.weight, want_f, want_s)
+        return _weighted_loss(E, F, S, b, w, b.weight, want_f, want_s, norm, 0)
     total = torch.zeros((), dtype=b.energy.dtype, device=b.energy.device)
     for m, (E, F, S) in enumerate(predictions):
         ws = b.weight if b.member_weight is None else b.weight * b.member_weight[m]
-        total = total + _weighted_loss(E, F, S, b, w, ws, want_f, want_s)
+        k = 0 if norm is None or len(norm.energy) == 1 else m
+        total = total + _weighted_loss(E, F, S, b, w, ws, want_f, want_s, norm, k)
     return total / model.committee
 
 
@@ -88,18 +137,23 @@ def _weighted_loss(
     ws: torch.Tensor,
     want_f: bool,
     want_s: bool,
+    norm: LossNorm | None,
+    member: int,
 ) -> torch.Tensor:
     de = (E - b.energy) / b.natoms
-    loss_e = (ws * de * de).sum() / ws.sum().clamp(min=1e-300)
+    den = ws.sum() if norm is None else norm.energy[member]
+    loss_e = (ws * de * de).sum() / den.clamp(min=1e-300)
     total = w.energy * loss_e
     if want_f:
         wa = ws[b.atom_struct] * b.force_mask
         df = (F - b.forces) ** 2
-        loss_f = (wa[:, None] * df).sum() / (3.0 * wa.sum()).clamp(min=1e-300)
+        den = 3.0 * wa.sum() if norm is None else norm.force[member]
+        loss_f = (wa[:, None] * df).sum() / den.clamp(min=1e-300)
         total = total + w.force * loss_f
     if want_s:
         wsm = ws * b.stress_mask
         ds = ((S - b.stress) ** 2).sum((1, 2))
-        loss_s = (wsm * ds).sum() / (9.0 * wsm.sum()).clamp(min=1e-300)
+        den = 9.0 * wsm.sum() if norm is None else norm.stress[member]
+        loss_s = (wsm * ds).sum() / den.clamp(min=1e-300)
         total = total + w.stress * loss_s
     return total
