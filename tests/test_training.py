@@ -184,6 +184,74 @@ def test_generated_grids():
     assert spec.num_functions("H") == 12 and spec.num_functions("O") == 12
 
 
+def _stats_data(seed: int = 0, n: int = 300) -> torch.Tensor:
+    """Columns: random, constant, affine copy of 0, correlated (|r| ~ 0.9995) with 0,
+    anti-correlated copy of 0, independent, offset-dominated."""
+    rng = np.random.default_rng(seed)
+    x = rng.random(n)
+    y = rng.random(n)
+    cols = [x, np.full(n, 2.0), 3 * x + 1, x + 0.01 * rng.random(n), -2 * x, y, 1e3 + y]
+    return torch.tensor(np.stack(cols, 1))
+
+
+def test_descriptor_statistics_merged_in_chunks_equal_numpy():
+    """Count, min, max, mean, sample std and correlations from chunks of any size (merged
+    pairwise) equal numpy's on all rows at once."""
+    from nnmd_lammps.training.statistics import DescriptorStatistics, merge_all
+
+    G = _stats_data()
+    ref = G.numpy()
+    for cuts in ([300], [1, 299], [7, 50, 100, 143], [150, 0, 150]):
+        parts, k = [], 0
+        for c in cuts:
+            parts.append([DescriptorStatistics.of(G[k : k + c], correlations=True)])
+            k += c
+        (st,) = merge_all(parts)
+        assert st.count == 300
+        np.testing.assert_array_equal(st.min.numpy(), ref.min(0))
+        np.testing.assert_array_equal(st.max.numpy(), ref.max(0))
+        np.testing.assert_allclose(st.mean.numpy(), ref.mean(0), rtol=1e-13)
+        np.testing.assert_allclose(st.std.numpy(), ref.std(0, ddof=1), rtol=1e-10, atol=1e-13)
+        cov = np.cov(ref, rowvar=False)
+        np.testing.assert_allclose(st.comoment.numpy() / 299, cov, rtol=1e-10, atol=1e-13)
+    sub = st.columns([5, 0])
+    np.testing.assert_allclose(sub.mean.numpy(), ref.mean(0)[[5, 0]], rtol=1e-13)
+    assert sub.comoment.shape == (2, 2)
+
+
+def test_pruning_by_statistics_equals_pruning_the_descriptors():
+    """The chunked pruning keeps exactly the functions that
+    descriptors.generation.prune keeps on all descriptors at once (and gives the scaling
+    and training range that the descriptors give)."""
+    from nnmd_lammps.descriptors.extrapolation import TrainingRange
+    from nnmd_lammps.training.initialisation import scaling_from
+    from nnmd_lammps.training.statistics import (
+        DescriptorStatistics,
+        merge_all,
+        prune_by_statistics,
+        scaling_from_statistics,
+        training_range_from_statistics,
+    )
+
+    spec = generate(["Cu"], GridSettings(5.0, 7, 0, 1.0))
+    G = _stats_data(seed=2)
+    for threshold in (0.999, 0.9):
+        expected, _ = prune(spec, [G], threshold)
+        st = merge_all([[DescriptorStatistics.of(G[k : k + 40], True)] for k in range(0, 300, 40)])
+        pruned, kept, notes = prune_by_statistics(spec, st, threshold)
+        assert pruned.functions["Cu"] == expected.functions["Cu"]
+        assert [spec.functions["Cu"][k] for k in kept["Cu"]] == expected.functions["Cu"]
+        assert len(notes["Cu"]) == 7 - len(kept["Cu"])
+    assert kept["Cu"] == [0, 5]  # at 0.9: the constant and the x-like columns go
+    for kind in ("sigma", "scale", "center", "scale_center"):
+        a, b = scaling_from(G, kind), scaling_from_statistics(st[0], kind)
+        for key in ("gmin", "gmax", "gmean", "gsigma"):
+            np.testing.assert_allclose(getattr(b, key), getattr(a, key), rtol=1e-10, atol=1e-14)
+    r1, r2 = TrainingRange.of(G), training_range_from_statistics(st[0])
+    for key in ("min", "max", "mean", "std"):
+        np.testing.assert_allclose(getattr(r2, key), getattr(r1, key), rtol=1e-10, atol=1e-14)
+
+
 def test_pruning_removes_constant_and_duplicate_functions():
     spec = generate(["Cu"], GridSettings(5.0, 3, 0, 1.0))
     rng = np.random.default_rng(0)
@@ -209,6 +277,10 @@ def test_pruning_removes_constant_and_duplicate_functions():
         ({"network": {"activation": "relu"}}, "'network.activation' must be one of"),
         ({"cutoff": -1.0}, "'cutoff' must be positive"),
         ({"data": {"validation_fraction": 0.2}}, "'data.train' is required"),
+        ({"training": {"data_mode": "disk"}}, "'training.data_mode' must be one of"),
+        ({"training": {"workers": -1}}, "'training.workers' must be >= 0"),
+        ({"training": {"workers": 1.5}}, "'training.workers' must be an integer"),
+        ({"training": {"memory_budget_gb": -1}}, "'training.memory_budget_gb' must be >= 0"),
     ],
 )
 def test_config_errors(tmp_path, cu_data, change, needle):
@@ -382,6 +454,149 @@ def test_warm_start_from_a_model_file(tmp_path, cu_data):
         bad["network"][key] = value
         with pytest.raises(NNMDError, match=message):
             _train(bad, tmp_path, f"bad_{key}")
+
+
+def _state(out: Path) -> dict:
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def assert_same_run(a: dict, b: dict, rtol: float, exact: bool = False) -> None:
+    """Two checkpoints: the same learning curve (losses, learning rates) and weights."""
+    for key in ("train_loss", "val_loss", "lr", "refine_train_loss", "refine_val_loss"):
+        x, y = a["history"].get(key, []), b["history"].get(key, [])
+        assert len(x) == len(y), key
+        if exact:
+            assert x == y, key
+        else:
+            np.testing.assert_allclose(y, x, rtol=rtol, atol=0, err_msg=key)
+    for k in a["model_state"]:
+        if exact:
+            assert torch.equal(a["model_state"][k], b["model_state"][k]), k
+        else:
+            torch.testing.assert_close(
+                b["model_state"][k], a["model_state"][k], rtol=rtol, atol=rtol, msg=k
+            )
+
+
+@pytest.mark.parametrize(
+    "variant", ["plain", pytest.param("committee_stress_pruned", marks=pytest.mark.slow)]
+)
+def test_stream_mode_gives_the_memory_mode_loss_curve(tmp_path, cu_data, variant):
+    """Descriptors computed per batch from the raw structures (stream) train exactly as
+    precomputed ones (memory), Adam and L-BFGS, to rounding; also with a bootstrap
+    committee, stress in the loss and pruning by chunked statistics."""
+    cfg = tiny_config(cu_data, epochs=4, refine={"iterations": 10}, workers=0)
+    if variant != "plain":
+        cfg["network"].update(committee=2, bootstrap=True)
+        cfg["training"]["stress_weight"] = 0.5
+        cfg["descriptors"]["prune"] = True
+    runs = {}
+    for mode in ("memory", "stream"):
+        cfg["training"]["data_mode"] = mode
+        out, _ = _train(cfg, tmp_path, mode)
+        runs[mode] = _state(out)
+        assert f"descriptors: {mode} mode" in (out / "train.log").read_text()
+    assert len(runs["memory"]["history"]["refine_train_loss"]) == 1
+    assert_same_run(runs["memory"], runs["stream"], rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_workers_give_the_results_of_no_workers(tmp_path, cu_data):
+    """Batches computed in 2 background processes give the run of batches computed in
+    the training process (stream mode, Adam and L-BFGS; memory mode set-up)."""
+    runs = {}
+    for mode, workers in (("stream", 0), ("stream", 2), ("memory", 0), ("memory", 2)):
+        cfg = tiny_config(
+            cu_data, epochs=3, refine={"iterations": 10}, workers=workers, data_mode=mode
+        )
+        cfg["descriptors"]["prune"] = True
+        out, _ = _train(cfg, tmp_path, f"{mode}{workers}")
+        runs[mode, workers] = _state(out)
+        log = (out / "train.log").read_text()
+        if mode == "stream":
+            assert f"computed per batch by {workers} worker" in log
+    assert_same_run(runs["stream", 0], runs["stream", 2], rtol=1e-12)
+    assert_same_run(runs["memory", 0], runs["memory", 2], rtol=1e-12)
+
+
+def test_loss_of_parts_with_the_whole_norm_adds_up(cu_data):
+    """The losses and gradients of parts of a set computed with the whole set's
+    normalisation (LossNorm from per-structure data alone) add up to the loss and
+    gradient of the whole set as one batch (committee with bootstrap weights, forces on
+    some structures only, stress)."""
+    from nnmd_lammps.data import Dataset
+    from nnmd_lammps.descriptors import DescriptorCalculator
+    from nnmd_lammps.training.loss import LossWeights, loss_terms
+    from nnmd_lammps.training.streaming import SetInfo
+    from nnmd_lammps.training.tensors import TrainingData, structure_batch
+
+    ds = Dataset.from_structures(read_structures(cu_data))
+    ds.forces[3] = ds.forces[7] = None
+    ds.stress[1] = None
+    ds.weight[2] = 3.0
+    spec = generate(["Cu"], GridSettings(4.0, 3, 2, 1.8))
+    calc = DescriptorCalculator(spec)
+    torch.manual_seed(0)
+    model = random_model(spec)
+    counts = np.random.default_rng(1).integers(0, 3, size=(2, len(ds)))
+    td = TrainingData(ds, calc, ["Cu"], torch.float64, torch.device("cpu"))
+    td.member_weight = torch.tensor(counts, dtype=torch.float64)
+    w = LossWeights(2.0, 1.0, 0.5)
+    whole = loss_terms(model, td.batch(), w)
+    whole.backward()
+    g_whole = [p.grad.clone() for p in model.parameters()]
+    norm = SetInfo.of(ds, counts).norm(None, torch.float64, "cpu")
+    model.zero_grad()
+    total = 0.0
+    for part in (np.arange(0, 5), np.arange(5, 17), np.arange(17, 24)[::-1], np.zeros(0, int)):
+        b = structure_batch(ds, part, calc, ["Cu"], torch.float64, counts)
+        loss = loss_terms(model, b, w, norm)
+        if loss.requires_grad:
+            loss.backward()
+        total += float(loss.detach())
+    assert total == pytest.approx(float(whole.detach()), rel=1e-12)
+    for p, g in zip(model.parameters(), g_whole, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-14)
+
+
+def random_model(spec):
+    """A committee of two small networks on ``spec`` with sigma scaling of unit width."""
+    from nnmd_lammps.model import ModelDescription, NetworkSpec, ScalingParams, build_hdnnp
+
+    desc = ModelDescription()
+    n = spec.num_functions("Cu")
+    desc.networks["Cu"] = NetworkSpec([n, 6, 1], ["tanh", "identity"])
+    desc.scaling["Cu"] = ScalingParams(
+        "sigma", 0.0, 1.0, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n
+    )
+    desc.energy_shift = {"Cu": -3.5}
+    desc.energy_scale = 0.05
+    desc.committee = 2
+    return build_hdnnp(["Cu"], desc, dtype=torch.float64)
+
+
+def test_memory_estimate_matches_the_precomputed_tensors(cu_data):
+    """The estimate that chooses the mode equals the bytes TrainingData holds (all
+    structures sampled; up to the per-structure fields)."""
+    from nnmd_lammps.data import Dataset
+    from nnmd_lammps.descriptors import DescriptorCalculator
+    from nnmd_lammps.training.streaming import estimated_memory_bytes
+    from nnmd_lammps.training.tensors import TrainingData
+
+    ds = Dataset.from_structures(read_structures(cu_data))
+    spec = generate(["Cu"], GridSettings(4.0, 3, 4, 1.8))
+    td = TrainingData(ds, DescriptorCalculator(spec), ["Cu"], torch.float64, torch.device("cpu"))
+    held = sum(
+        t.numel() * t.element_size()
+        for name in ("G", "pair_row", "pair_i", "pair_j", "pair_d", "pair_struct", "dGdd")
+        for t in getattr(td, name)
+    ) + sum(
+        t.numel() * t.element_size()
+        for t in (*td.row_struct, td.atom_struct, td.forces, td.force_mask)
+    )
+    estimate = estimated_memory_bytes([ds], spec, ["Cu"], 8, sample=len(ds))
+    assert estimate == pytest.approx(held, rel=1e-9)
+    assert estimated_memory_bytes([ds], spec, ["Cu"], 8, sample=5) == pytest.approx(held, rel=0.2)
 
 
 @pytest.mark.slow

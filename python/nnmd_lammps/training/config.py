@@ -85,6 +85,15 @@ class TrainingConfig:
     dtype: str = "float64"
     device: str = "cpu"
     threads: int = 0
+    # where the descriptors and their derivatives dG/dd live (docs/training.md, "Memory"):
+    # memory (computed once, kept), stream (per batch from the raw structures) or auto
+    # (memory when the estimate for the training and validation sets, times the ranks on
+    # a node, is below memory_budget_gb)
+    data_mode: str = "auto"
+    memory_budget_gb: float = 2.0  # GB (1e9 bytes)
+    # background processes per rank computing descriptors (stream mode and set-up passes);
+    # None: one per CPU of the rank, at most 4
+    workers: int | None = None
     # warm start: a model file (relative to the config file) whose descriptors, scaling,
     # energy shift and weights initialise this run (docs/training.md)
     initial_model: str | None = None
@@ -179,6 +188,7 @@ CHOICES = {
     "network.activation": ("tanh", "softplus", "shifted_softplus", "silu", "sigmoid"),
     "network.scaling": ("none", "scale", "center", "scale_center", "sigma"),
     "training.dtype": ("float64", "float32"),
+    "training.data_mode": ("auto", "memory", "stream"),
     "training.refine.optimizer": ("lbfgs",),
     "descriptors.angular_type": ANGULAR_TYPES,
     "descriptors.cutoff_type": CUTOFF_TYPES,
@@ -216,9 +226,12 @@ def validate(cfg: Config) -> None:
         "training.energy_weight",
         "training.force_weight",
         "training.stress_weight",
+        "training.memory_budget_gb",
     ):
         if get(path) < 0:
             raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
+    if cfg.training.workers is not None and cfg.training.workers < 0:
+        raise NNMDError(f"config key 'training.workers' must be >= 0, got {cfg.training.workers!r}")
     if not cfg.data.train:
         raise NNMDError("config key 'data.train' is required (training data file(s))")
     if cfg.network.committee < 1:

@@ -1,11 +1,17 @@
 """The training loop: from a configuration to a model file (docs/training.md).
 
-The symmetry functions and their derivatives dG/dd are computed once per structure
-(:mod:`.tensors`); a training step evaluates the networks with explicit input gradients
-(differentiable in the weights) and contracts dE/dG with dG/dd for the forces
-(:mod:`.loss`), so a step costs little more than the networks themselves. Adam epochs are
-followed by an optional L-BFGS refinement on the full training set. Every epoch ends with
-an atomic checkpoint (:mod:`.checkpoint`) from which ``--resume`` continues exactly.
+The symmetry functions and their derivatives dG/dd are either computed once per structure
+and kept (``training.data_mode: memory``, :class:`.tensors.TrainingData`; a step then
+costs little more than the networks) or computed per batch from the raw structures in
+background worker processes (``stream``, :mod:`.streaming`; memory independent of the
+size of the data set); ``auto`` chooses by an estimate of the memory. A training step
+evaluates the networks with explicit input gradients (differentiable in the weights) and
+contracts dE/dG with dG/dd for the forces (:mod:`.loss`). Adam epochs are followed by an
+optional L-BFGS refinement on the full training set (accumulated over parts). Under
+torchrun the work is data-parallel over ranks (:mod:`.distributed`): each rank computes its
+share of every global batch, gradients and loss sums are added over the ranks, rank 0
+logs and writes. Every epoch ends with an atomic checkpoint (:mod:`.checkpoint`) from
+which ``--resume`` continues exactly.
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ import functools
 import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import __version__
+from ..data.dataset import Dataset
 from ..descriptors.calculator import DescriptorCalculator
 from ..descriptors.extrapolation import TrainingRange
 from ..descriptors.generation import min_distances
@@ -46,10 +56,31 @@ from .checkpoint import (
 )
 from .config import REFINE_BLOCK, Config, dump_config, repulsion_settings, resolve
 from .datasets import bootstrap_counts, load_datasets, subtract_repulsion
-from .initialisation import build_descriptors, fit_reference_energies, scaling_from
+from .distributed import Distributed, reduce_gradients, threads_per_rank
+from .initialisation import StatisticsOf, build_descriptors, fit_reference_energies, scaling_from
 from .loss import LossWeights, loss_terms
 from .metrics import error_metrics
+from .statistics import (
+    DescriptorStatistics,
+    merge_all,
+    scaling_from_statistics,
+    training_range_from_statistics,
+)
+from .streaming import (
+    MemorySource,
+    SetInfo,
+    StreamSource,
+    StructureTasks,
+    TaskRunner,
+    estimated_memory_bytes,
+    memory_values_tasks,
+    resolve_workers,
+    statistics_tasks,
+)
 from .tensors import TrainingData
+
+#: A set's batches: precomputed (memory mode) or computed per batch (stream mode)
+Source = MemorySource | StreamSource
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -63,9 +94,18 @@ def training_range_of(G: torch.Tensor) -> TrainingRange:
     return TrainingRange.of(G)
 
 
+@dataclass
+class _Predicted:
+    """What the metrics and parity plots need of a prediction."""
+
+    energy: float
+    forces: np.ndarray | None
+    stress: np.ndarray | None
+
+
 class Trainer:
     """One training run in the directory ``out`` (model.pt, checkpoint.pt, train.log,
-    metrics.json, plots)."""
+    metrics.json, plots). Under torchrun, one Trainer per rank; rank 0 logs and writes."""
 
     def __init__(
         self, cfg: Config, out: str | Path, resume: bool = False, progress: bool = True
@@ -73,14 +113,20 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(out)
         self.resume = resume
-        self.progress = progress and sys.stderr.isatty()
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._logfile = (self.out / "train.log").open("a")
+        self._progress_wanted = progress
+        self.progress = False
+        self.dist = Distributed()
+        self._logfile = None
+        self._dtype = torch.float64  # the training dtype (set by run)
+        self._infos: dict[str, SetInfo] = {}  # loss normalisation data of the loss sets
 
     def log(self, msg: str) -> None:
+        if not self.dist.is_main:
+            return
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        self._logfile.write(line + "\n")
-        self._logfile.flush()
+        if self._logfile is not None:
+            self._logfile.write(line + "\n")
+            self._logfile.flush()
         if not self.progress:
             print(line, flush=True)
         else:
@@ -89,44 +135,85 @@ class Trainer:
             tqdm.write(line)
 
     def _log_quietly(self, msg: str) -> None:
-        self._logfile.write(msg + "\n")
-        self._logfile.flush()
+        if self._logfile is not None:
+            self._logfile.write(msg + "\n")
+            self._logfile.flush()
 
     # checkpoints ------------------------------------------------------------------------------
     def _save(self, state: TrainingState) -> None:
-        save_checkpoint(self.out / CHECKPOINT, state)
+        if self.dist.is_main:
+            save_checkpoint(self.out / CHECKPOINT, state)
 
     def _check_same_config(self, ck: TrainingState) -> None:
-        allowed = {("training", "epochs"), ("training", "refine")}
+        allowed = {
+            ("training", "epochs"),
+            ("training", "refine"),
+            ("training", "workers"),
+            ("training", "data_mode"),
+            ("training", "memory_budget_gb"),
+        }
         diffs = config_differences(ck.config, self.cfg.to_dict(), allowed)
         if diffs:
             raise NNMDError(
                 f"--resume: the config differs from the run in {self.out} in "
-                f"{', '.join(diffs)} (only training.epochs and "
-                "training.refine may change)"
+                f"{', '.join(diffs)} (only training.epochs, training.refine, "
+                "training.workers, training.data_mode and training.memory_budget_gb may "
+                "change)"
             )
+
+    def _initial_state(self) -> TrainingState | None:
+        """The checkpoint to resume from (None for a new run), read by rank 0 and sent to
+        every rank (no shared file system needed); errors are raised on every rank."""
+        result: tuple[str, Any] = ("ok", None)
+        if self.dist.is_main:
+            try:
+                if not self.resume and (self.out / CHECKPOINT).exists():
+                    raise NNMDError(
+                        f"{self.out} already holds a training run; use --resume to continue "
+                        "it or choose another --out"
+                    )
+                if self.resume:
+                    result = ("ok", load_checkpoint(self.out / CHECKPOINT))
+            except NNMDError as exc:
+                result = ("error", str(exc))
+        kind, value = self.dist.broadcast_object(result)
+        if kind == "error":
+            raise NNMDError(value)
+        return value
 
     # main -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        cfg, tc = self.cfg, self.cfg.training
-        if not self.resume and (self.out / CHECKPOINT).exists():
-            raise NNMDError(
-                f"{self.out} already holds a training run; use --resume to continue "
-                "it or choose another --out"
-            )
-        ck = load_checkpoint(self.out / CHECKPOINT) if self.resume else None
+        self.dist = Distributed.from_environment(self.cfg.training.device)
+        try:
+            if self.dist.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self._logfile = (self.out / "train.log").open("a")
+            self.progress = self._progress_wanted and sys.stderr.isatty() and self.dist.is_main
+            return self._run()
+        finally:
+            if self._logfile is not None:
+                self._logfile.close()
+                self._logfile = None
+            self.dist.close()
+
+    def _run(self) -> dict[str, Any]:
+        cfg, tc, dist = self.cfg, self.cfg.training, self.dist
+        ck = self._initial_state()
         if ck is not None:
             self._check_same_config(ck)
         if tc.threads:
             torch.set_num_threads(tc.threads)
+        elif dist.world > 1:
+            torch.set_num_threads(threads_per_rank(dist))
         if tc.device.startswith("cuda") and not torch.cuda.is_available():
             raise NNMDError("training.device is cuda but torch sees no CUDA device")
-        device = torch.device(tc.device)
+        device = dist.device
         dtype = DTYPES[tc.dtype]
         t_start = time.perf_counter()
         self.log(
             f"nnmd-lammps {__version__}: training in {self.out} "
             f"({'resumed' if ck else 'new run'}), device {device}, {tc.dtype}"
+            + (f", {dist.world} ranks ({dist.local_world} per node)" if dist.world > 1 else "")
         )
         sets = load_datasets(cfg, self.log)
         elements = cfg.elements or sort_elements(
@@ -161,33 +248,83 @@ class Trainer:
             if repulsion is None
             else {name: subtract_repulsion(ds, repulsion, elements) for name, ds in sets.items()}
         )
+        # the sets the loss is evaluated on (the test set only enters the final metrics)
+        loss_sets = {
+            name: ds for name, ds in fit_sets.items() if name in ("train", "validation") and len(ds)
+        }
+        workers = resolve_workers(tc.workers, threads_per_rank(dist))
+        statistics = self._statistics(loss_sets["train"], elements, workers)
+        kept_statistics: list[DescriptorStatistics] = []
         if initial is not None:
             spec = initial.spec
         elif ck is None:
-            spec = build_descriptors(cfg, elements, fit_sets["train"], self.log, shortest_distance)
+            spec = build_descriptors(
+                cfg,
+                elements,
+                fit_sets["train"],
+                self.log,
+                shortest_distance,
+                statistics,
+                kept_statistics,
+            )
         else:
             meta = ck.model_metadata
             spec = DescriptorSpec.from_dict(
                 {"elements": meta["elements"], "functions": meta["symmetry_functions"]}
             )
         calc = DescriptorCalculator(spec)
-        t0 = time.perf_counter()
-        tdata = {
-            name: TrainingData(ds, calc, elements, dtype, device)
-            for name, ds in fit_sets.items()
-            if len(ds)
+        mode = self._data_mode(list(loss_sets.values()), spec, elements, dtype)
+        counts = (
+            bootstrap_counts(len(loss_sets["train"]), cfg.network.committee, tc.seed)
+            if cfg.network.bootstrap
+            else None
+        )
+        runner = TaskRunner(StructureTasks(loss_sets, spec, elements, dtype, counts), workers)
+        infos = {
+            name: SetInfo.of(ds, counts if name == "train" else None)
+            for name, ds in loss_sets.items()
         }
-        if cfg.network.bootstrap:
-            counts = bootstrap_counts(tdata["train"].n, cfg.network.committee, tc.seed)
-            tdata["train"].member_weight = torch.tensor(counts, dtype=dtype, device=device)
-        self.log(f"descriptors and derivatives of all structures: {time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        sources: dict[str, Source] = {}
+        train_G: list[torch.Tensor] | None = None
+        if mode == "memory":
+            for name, ds in loss_sets.items():
+                values = runner.run(memory_values_tasks(ds, name)) if workers else None
+                td = TrainingData(ds, calc, elements, dtype, device, values=values)
+                if name == "train" and counts is not None:
+                    td.member_weight = torch.tensor(counts, dtype=dtype, device=device)
+                sources[name] = MemorySource(td)
+            train_G = sources["train"].data.G
+            self.log(
+                f"descriptors and derivatives of all structures: {time.perf_counter() - t0:.1f} s"
+            )
+        else:
+            for name, ds in loss_sets.items():
+                sources[name] = StreamSource(runner, name, ds.n_atoms, device)
+            self.log(
+                f"descriptors and derivatives: computed per batch by {workers} worker "
+                f"process{'es' if workers != 1 else ''} per rank"
+            )
+
+        @functools.cache
+        def train_statistics() -> list[DescriptorStatistics]:
+            """Statistics of the final functions on the training atoms (from the pruning
+            pass when there was one)."""
+            if kept_statistics:
+                return kept_statistics
+            return statistics(spec, False)
+
+        def train_ranges() -> dict[str, TrainingRange]:
+            if train_G is not None:
+                return {e: training_range_of(train_G[k]) for k, e in enumerate(elements)}
+            st = train_statistics()
+            return {e: training_range_from_statistics(st[k]) for k, e in enumerate(elements)}
+
         if initial is not None:
             # warm start: descriptors, scaling, energy shift/scale, committee and repulsion of
             # the initial model; the training range is that of this run's training data
             description = copy.deepcopy(initial.description)
-            description.training_range = {
-                e: training_range_of(tdata["train"].G[e_idx]) for e_idx, e in enumerate(elements)
-            }
+            description.training_range = train_ranges()
         elif ck is None:
             description = ModelDescription()
             mu, scale = fit_reference_energies(fit_sets["train"], elements)
@@ -198,18 +335,21 @@ class Trainer:
                 f"{scale * 1000:.2f} meV (network output scale)"
             )
             hidden = cfg.network.hidden
+            stats = None if train_G is not None else train_statistics()
             for e_idx, e in enumerate(elements):
                 description.networks[e] = NetworkSpec(
                     [spec.num_functions(e), *hidden, 1],
                     [cfg.network.activation] * len(hidden) + ["identity"],
                 )
-                description.scaling[e] = scaling_from(tdata["train"].G[e_idx], cfg.network.scaling)
+                description.scaling[e] = (
+                    scaling_from(train_G[e_idx], cfg.network.scaling)
+                    if train_G is not None
+                    else scaling_from_statistics(stats[e_idx], cfg.network.scaling)
+                )
             description.energy_scale = scale
             description.energy_shift = mu
             description.committee = cfg.network.committee
-            description.training_range = {
-                e: training_range_of(tdata["train"].G[e_idx]) for e_idx, e in enumerate(elements)
-            }
+            description.training_range = train_ranges()
             description.repulsion = None if repulsion is None else repulsion.to_dict()
             if description.committee > 1:
                 self.log(
@@ -230,10 +370,59 @@ class Trainer:
 
         if ck is None:
             ck = TrainingState(json.dumps(cfg.to_dict()), meta_json)
-        state = self._train_adam(model, tdata, weights, ck)
-        state = self._refine(model, tdata, weights, state)
+        self._dtype, self._infos = dtype, infos
+        state = self._train_adam(model, sources, weights, ck)
+        state = self._refine(model, sources, weights, state)
         model.load_state_dict(state.best_state)
+        del sources, runner
         return self._finish(model, spec, description, sets, state, time.perf_counter() - t_start)
+
+    def _statistics(self, train: Dataset, elements: list[str], workers: int) -> StatisticsOf:
+        """Descriptor statistics of the training set for a spec: chunks computed by the
+        workers, each rank its share of the chunks, merged in a fixed order."""
+        dist = self.dist
+
+        def statistics(spec: DescriptorSpec, correlations: bool) -> list[DescriptorStatistics]:
+            t0 = time.perf_counter()
+            runner = TaskRunner(
+                StructureTasks({"train": train}, spec, elements, torch.float64), workers
+            )
+            tasks = statistics_tasks(train, "train", correlations)[dist.rank :: dist.world]
+            local = [
+                DescriptorStatistics.empty(spec.num_functions(e), correlations) for e in elements
+            ]
+            for part in runner.run(tasks):
+                local = [a.merge(b) for a, b in zip(local, part, strict=True)]
+            merged = merge_all(dist.all_gather_objects(local))
+            self.log(
+                f"descriptor statistics of the training set"
+                f"{' with correlations' if correlations else ''}: "
+                f"{time.perf_counter() - t0:.1f} s"
+            )
+            return merged
+
+        return statistics
+
+    def _data_mode(
+        self, loss_sets: list[Dataset], spec: DescriptorSpec, elements: list[str], dtype
+    ) -> str:
+        """``training.data_mode``, with auto resolved by the estimated memory of the
+        precomputed descriptors (times the ranks on this node) against the budget."""
+        tc = self.cfg.training
+        if tc.data_mode != "auto":
+            self.log(f"descriptors: {tc.data_mode} mode (training.data_mode)")
+            return tc.data_mode
+        itemsize = torch.finfo(dtype).bits // 8
+        estimate = estimated_memory_bytes(loss_sets, spec, elements, itemsize)
+        total = estimate * self.dist.local_world
+        mode = "memory" if total <= tc.memory_budget_gb * 1e9 else "stream"
+        per_node = f" x {self.dist.local_world} ranks" if self.dist.local_world > 1 else ""
+        self.log(
+            f"descriptors: {mode} mode (estimated {estimate / 1e9:.2f} GB{per_node} for the "
+            f"descriptors and derivatives of the training and validation sets; "
+            f"training.memory_budget_gb {tc.memory_budget_gb:g})"
+        )
+        return mode
 
     def _initial_model(self, elements: list[str]) -> LoadedModel:
         """The model of ``training.initial_model``, checked against this configuration (same
@@ -298,23 +487,45 @@ class Trainer:
         self.log(f"repulsion: ZBL, switched off between {inner:.3f} and {outer:.3f} A ({how})")
         return rep
 
-    def _evaluate(self, model: HDNNP, td: TrainingData, weights: LossWeights) -> float:
+    def _whole(self, source: Source) -> bool:
+        """Whether the whole set is one part here (then its own loss normalisation is the
+        set's, computed as a single batch's)."""
+        return self.dist.world == 1 and isinstance(source, MemorySource)
+
+    def _set_share(self, source: Source) -> np.ndarray | None:
+        """This rank's structures of a whole set (None: all, one process)."""
+        return None if self.dist.world == 1 else self.dist.share(np.arange(source.n))
+
+    def _evaluate(self, model: HDNNP, name: str, source: Source, weights: LossWeights) -> float:
+        """The loss of a whole set (each rank its share, in parts, summed over ranks)."""
+        norm = (
+            None
+            if self._whole(source)
+            else self._infos[name].norm(None, self._dtype, self.dist.device)
+        )
+        total = torch.zeros((), dtype=self._dtype, device=self.dist.device)
         with torch.no_grad():
-            loss = loss_terms(model, td.batch(), weights)
-        return float(loss)
+            for part in source.parts(self._set_share(source)):
+                total = total + loss_terms(model, part, weights, norm)
+        self.dist.all_reduce_sum_(total)
+        return float(total)
 
     def _train_adam(
         self,
         model: HDNNP,
-        tdata: dict[str, TrainingData],
+        sources: dict[str, Source],
         weights: LossWeights,
         state: TrainingState,
     ) -> TrainingState:
         """Adam epochs from ``state`` (a new run's empty state or a checkpoint); returns
-        the state at the start of the refinement phase."""
+        the state at the start of the refinement phase. A step is one global batch of
+        ``batch_size`` structures; with several ranks each computes its share and the
+        gradients are summed (normalised by the whole global batch)."""
         tc = self.cfg.training
-        train = tdata["train"]
-        val = tdata.get("validation")
+        dist = self.dist
+        train = sources["train"]
+        val = sources.get("validation")
+        params = list(model.parameters())
         opt = torch.optim.Adam(
             model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
         )
@@ -354,17 +565,30 @@ class Trainer:
             for epoch in range(start, tc.epochs):
                 model.train()
                 perm = torch.randperm(train.n, generator=gen).numpy()
+                steps = [perm[k : k + tc.batch_size] for k in range(0, train.n, tc.batch_size)]
                 total, count = 0.0, 0
-                for k in range(0, train.n, tc.batch_size):
-                    b = train.batch(perm[k : k + tc.batch_size])
+                for sids, b in zip(
+                    steps, train.batches([dist.share(s) for s in steps]), strict=True
+                ):
                     opt.zero_grad(set_to_none=True)
-                    loss = loss_terms(model, b, weights)
-                    loss.backward()
+                    norm = (
+                        None
+                        if dist.world == 1
+                        else self._infos["train"].norm(sids, self._dtype, dist.device)
+                    )
+                    loss = loss_terms(model, b, weights, norm)
+                    if loss.requires_grad:
+                        loss.backward()
+                    loss_value = reduce_gradients(params, loss, dist)
                     opt.step()
-                    total += float(loss.detach()) * b.n_structures
-                    count += b.n_structures
+                    total += float(loss_value) * len(sids)
+                    count += len(sids)
                 train_loss = total / max(count, 1)
-                val_loss = self._evaluate(model, val, weights) if val is not None else train_loss
+                val_loss = (
+                    self._evaluate(model, "validation", val, weights)
+                    if val is not None
+                    else train_loss
+                )
                 sched.step(val_loss)
                 lr = opt.param_groups[0]["lr"]
                 for key, v in (
@@ -398,7 +622,7 @@ class Trainer:
                 if bar is not None:
                     bar.set_postfix_str(f"train {train_loss:.3e} val {val_loss:.3e} lr {lr:.1e}")
                     bar.update(1)
-                elif (epoch + 1) % 10 == 0 or epoch == start:
+                elif dist.is_main and ((epoch + 1) % 10 == 0 or epoch == start):
                     print(msg, flush=True)
                 if stop:
                     self.log(
@@ -426,18 +650,21 @@ class Trainer:
     def _refine(
         self,
         model: HDNNP,
-        tdata: dict[str, TrainingData],
+        sources: dict[str, Source],
         weights: LossWeights,
         state: TrainingState,
     ) -> TrainingState:
         """L-BFGS on the full training set in blocks of REFINE_BLOCK iterations, keeping
-        the weights with the best validation loss."""
+        the weights with the best validation loss. The loss and gradient of the full set
+        are accumulated over parts (stream mode) and summed over ranks."""
         rc = self.cfg.training.refine
         done = state.refine_iterations
         if rc.iterations <= done:  # a resume may ask for more iterations than were done
             return state
-        train = tdata["train"]
-        val = tdata.get("validation")
+        dist = self.dist
+        train = sources["train"]
+        val = sources.get("validation")
+        params = list(model.parameters())
         model.load_state_dict(state.best_state)
         opt = torch.optim.LBFGS(
             model.parameters(),
@@ -451,16 +678,25 @@ class Trainer:
         if done and state.refine_optimizer_state is not None:
             model.load_state_dict(state.model_state)
             opt.load_state_dict(state.refine_optimizer_state)
-        full = train.batch()
+        share = self._set_share(train)
+        norm = (
+            None
+            if self._whole(train)
+            else self._infos["train"].norm(None, self._dtype, dist.device)
+        )
         self.log(
             f"refinement: L-BFGS on the full training set, {rc.iterations} iterations (done {done})"
         )
 
-        def closure():
+        def closure() -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
-            loss = loss_terms(model, full, weights)
-            loss.backward()
-            return loss
+            total = torch.zeros((), dtype=self._dtype, device=dist.device)
+            for part in train.parts(share):
+                loss = loss_terms(model, part, weights, norm)
+                if loss.requires_grad:
+                    loss.backward()
+                total = total + loss.detach()
+            return reduce_gradients(params, total, dist)
 
         history = state.history
         # the Adam optimiser and scheduler states are not needed any more
@@ -469,7 +705,9 @@ class Trainer:
         while done < rc.iterations:
             loss = float(opt.step(closure).detach())
             done += REFINE_BLOCK
-            val_loss = self._evaluate(model, val, weights) if val is not None else loss
+            val_loss = (
+                self._evaluate(model, "validation", val, weights) if val is not None else loss
+            )
             improved = val_loss < state.best_val
             if improved:
                 state.best_val = val_loss
@@ -504,10 +742,13 @@ class Trainer:
         state: TrainingState,
         seconds: float,
     ) -> dict[str, Any]:
+        """Export the best model (rank 0), errors on every set (each rank predicts its
+        share of the structures), metrics.json and plots; returns the metrics on every
+        rank."""
         from ..model.potential import Potential
         from .plots import learning_curve, parity_plots
 
-        cfg = self.cfg
+        cfg, dist = self.cfg, self.dist
         model = model.cpu().double() if cfg.training.dtype != "float64" else model.cpu()
         epochs = state.history["epoch"]
         source = {
@@ -518,35 +759,59 @@ class Trainer:
             "best_validation_loss": state.best_val,
             "training_seconds": round(seconds, 1),
         }
-        save_model(self.out / "model.pt", spec, model, description, source)
-        dump_config(cfg, self.out / "config.yaml")
-        pot = Potential.load(self.out / "model.pt")
+        with tempfile.TemporaryDirectory() as tmp:
+            # every rank evaluates the exported model file (rank 0's is the run's)
+            path = self.out / "model.pt" if dist.is_main else Path(tmp) / "model.pt"
+            save_model(path, spec, model, description, source)
+            if dist.is_main:
+                dump_config(cfg, self.out / "config.yaml")
+            pot = Potential.load(path)
+            predicted = {name: self._predict(pot, ds) for name, ds in sets.items() if len(ds)}
         metrics: dict[str, Any] = {"training_seconds": seconds}
-        preds = {}
-        for name, ds in sets.items():
-            if not len(ds):
-                continue
-            p = pot.evaluate(ds.structures, stress=True)
-            preds[name] = p
-            metrics[name] = error_metrics(
-                ds, [x.energy for x in p], [x.forces for x in p], [x.stress for x in p]
-            )
-            m = metrics[name]
+        if dist.is_main:
+            for name, preds in predicted.items():
+                ds = sets[name]
+                metrics[name] = error_metrics(
+                    ds,
+                    [x.energy for x in preds],
+                    [x.forces for x in preds],
+                    [x.stress for x in preds],
+                )
+                m = metrics[name]
+                self.log(
+                    f"{name:10s}: energy MAE {m['energy_mae_mev_per_atom']:.3f} meV/atom, RMSE "
+                    f"{m['energy_rmse_mev_per_atom']:.3f}; force MAE "
+                    f"{m.get('force_mae_ev_per_angstrom', math.nan):.4f} eV/A, RMSE "
+                    f"{m.get('force_rmse_ev_per_angstrom', math.nan):.4f}"
+                )
+            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+            learning_curve(state.history, self.out / "learning_curve.png")
+            shown = next(name for name in ("test", "validation", "train") if name in predicted)
+            parity_plots(sets[shown], predicted[shown], self.out, shown)
             self.log(
-                f"{name:10s}: energy MAE {m['energy_mae_mev_per_atom']:.3f} meV/atom, RMSE "
-                f"{m['energy_rmse_mev_per_atom']:.3f}; force MAE "
-                f"{m.get('force_mae_ev_per_angstrom', math.nan):.4f} eV/A, RMSE "
-                f"{m.get('force_rmse_ev_per_angstrom', math.nan):.4f}"
+                f"wrote {self.out / 'model.pt'}, metrics.json, learning_curve.png, "
+                f"parity_energy.png, parity_forces.png ({seconds:.0f} s in all)"
             )
-        (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        learning_curve(state.history, self.out / "learning_curve.png")
-        shown = next(name for name in ("test", "validation", "train") if name in preds)
-        parity_plots(sets[shown], preds[shown], self.out, shown)
-        self.log(
-            f"wrote {self.out / 'model.pt'}, metrics.json, learning_curve.png, "
-            f"parity_energy.png, parity_forces.png ({seconds:.0f} s in all)"
-        )
-        return metrics
+        return dist.broadcast_object(metrics)
+
+    def _predict(self, pot: Any, ds: Dataset) -> list[_Predicted]:
+        """Energies, forces and stresses of every structure of ``ds`` (each rank predicts
+        its share; rank 0 receives them all, in order; other ranks get an empty list)."""
+        dist = self.dist
+        mine = dist.share(np.arange(len(ds)))
+        preds = pot.evaluate([ds.structures[k] for k in mine], stress=True)
+        local = [
+            (int(k), _Predicted(p.energy, p.forces, p.stress))
+            for k, p in zip(mine, preds, strict=True)
+        ]
+        gathered = dist.gather_objects(local)
+        if gathered is None:
+            return []
+        out: list[_Predicted | None] = [None] * len(ds)
+        for part in gathered:
+            for k, p in part:
+                out[k] = p
+        return [p for p in out if p is not None]
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False) -> dict[str, Any]:
