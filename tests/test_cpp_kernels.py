@@ -308,3 +308,126 @@ def test_linear_scaling_type9_equals_direct_sum(ctype):
     np.testing.assert_allclose(G_mom, G_dir, rtol=1e-12, atol=1e-13 * np.abs(G_dir).max())
     np.testing.assert_allclose(J_mom, J_dir, rtol=1e-10, atol=1e-12 * np.abs(J_dir).max())
     assert np.abs(J_dir).max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------
+# contract_many (M contractions sharing the c-independent work) and jvp (J u, the
+# forward-mode derivative): against looping contract(), the full Jacobian, central finite
+# differences of G and the adjoint identity <c, J u> = <J^T c, u>
+
+METHODS = ("", "-direct", "-moments")  # type 9: auto, triplet sums, moment tensors
+
+
+def all_path_functions(ctype: int, alpha: float, rc: float = 4.0):
+    """mixed_functions (radial; types 3 and 9 in groups with a non-integer zeta, which
+    only the triplet sums evaluate) plus type-9 groups with integer zeta only (their own
+    cutoff radius makes them groups of their own: the ones the moment path evaluates),
+    for every centre and neighbour pair, with rs != 0 among them."""
+    fns = mixed_functions(ELEMENTS, rc, ctype, alpha)
+    for c in ELEMENTS:
+        for i, a in enumerate(ELEMENTS):
+            for b in ELEMENTS[i:]:
+                for eta, lam, zeta, rs in (
+                    (0.03, 1.0, 1.0, 0.0),
+                    (0.15, -1.0, 2.0, 0.4),
+                    (0.03, -1.0, 5.0, 0.0),
+                    (0.08, 1.0, 3.0, 0.0),
+                ):
+                    fns[c].append(
+                        SymmetryFunction(9, c, (a, b), eta, rc * 0.95, rs, lam, zeta, ctype, alpha)
+                    )
+    return fns
+
+
+def all_path_setup(ctype, alpha, center, n=16):
+    spec = DescriptorSpec(ELEMENTS, all_path_functions(ctype, alpha))
+    vecs, elems = environment(100 + ctype * 10 + int(alpha * 10), n=n)
+    return spec, vecs, elems
+
+
+def fmt_values(values) -> str:
+    return " ".join(repr(float(x)) for x in np.ravel(values))
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["nocache", "cache"])
+@pytest.mark.parametrize("method", METHODS, ids=["auto", "direct", "moments"])
+@pytest.mark.parametrize("ctype,alpha,center", CASES)
+def test_contract_many_equals_contract_loop(ctype, alpha, center, method, cached):
+    spec, vecs, elems = all_path_setup(ctype, alpha, center)
+    S = spec.num_functions(center)
+    rng = np.random.default_rng(ctype * 7 + int(alpha * 10))
+    c = rng.normal(size=(3, S))
+    c[1, rng.choice(S, S // 3, replace=False)] = 0.0  # zero entries are skipped
+    tail = "-cached" if cached else ""
+    G_many, v_many = run_driver(
+        spec, center, vecs, elems, f"contract-many{tail}{method} 3 {fmt_values(c)}"
+    )
+    assert v_many.shape == (3, 3 * len(vecs))
+    for m in range(3):
+        G_one, v_one = run_driver(spec, center, vecs, elems, f"contract{tail}{method}", c[m])
+        np.testing.assert_array_equal(G_many, G_one)
+        scale = np.abs(v_one).max()
+        assert scale > 1e-2
+        np.testing.assert_allclose(v_many[m], v_one[0], rtol=1e-12, atol=1e-13 * scale)
+    # and against J^T c from the Jacobian of the triplet sums (another algorithm)
+    _, jac = run_driver(spec, center, vecs, elems, "jacobian-direct")
+    expect = np.einsum("ms,sq->mq", c, jac)
+    np.testing.assert_allclose(v_many, expect, rtol=1e-10, atol=1e-12 * np.abs(expect).max())
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["nocache", "cache"])
+@pytest.mark.parametrize("method", METHODS, ids=["auto", "direct", "moments"])
+@pytest.mark.parametrize("ctype,alpha,center", CASES)
+def test_jvp_equals_jacobian_product_and_adjoint(ctype, alpha, center, method, cached):
+    spec, vecs, elems = all_path_setup(ctype, alpha, center)
+    S = spec.num_functions(center)
+    rng = np.random.default_rng(1000 + ctype * 7 + int(alpha * 10))
+    u = rng.normal(size=3 * len(vecs))
+    c = rng.normal(size=S)
+    tail = "-cached" if cached else ""
+    G, dG = run_driver(spec, center, vecs, elems, f"jvp{tail}{method} {fmt_values(u)}")
+    dG = dG[0]
+    assert dG.shape == (S,)
+    # the full Jacobian of the triplet sums (one contract() per function) times u
+    G_ref, jac = run_driver(spec, center, vecs, elems, "jacobian-direct")
+    np.testing.assert_allclose(G, G_ref, rtol=1e-12, atol=1e-13 * np.abs(G_ref).max())
+    expect = jac @ u
+    scale = np.abs(jac).sum(axis=1) * np.abs(u).max()  # per function: sum |J_sk u_k| bound
+    assert np.abs(expect).max() > 1e-2
+    np.testing.assert_array_less(np.abs(dG - expect), 1e-11 * scale + 1e-14)
+    # adjoint: <c, J u> = <J^T c, u> with J^T c from contract() of the same method
+    _, v = run_driver(spec, center, vecs, elems, f"contract{tail}{method}", c)
+    lhs, rhs = float(c @ dG), float(v[0] @ u)
+    bound = float(np.abs(c) @ scale)
+    assert abs(lhs - rhs) <= 1e-11 * bound, (lhs, rhs, bound)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=["auto", "direct", "moments"])
+@pytest.mark.parametrize("ctype,alpha", [(1, 0.0), (2, 0.0), (4, 0.2), (6, 0.0), (8, 0.4)])
+def test_jvp_equals_finite_differences(ctype, alpha, method):
+    """dG along u against (G(d + h u) - G(d - h u)) / 2h."""
+    spec, vecs, elems = all_path_setup(ctype, alpha, "C", n=12)
+    u = np.random.default_rng(5).normal(size=vecs.shape)
+    u /= np.linalg.norm(u)
+    _, dG = run_driver(spec, "C", vecs, elems, f"jvp{method} {fmt_values(u)}")
+    h = 1e-5
+    Gp, _ = run_driver(spec, "C", vecs + h * u, elems, f"jvp{method} {fmt_values(u)}")
+    Gm, _ = run_driver(spec, "C", vecs - h * u, elems, f"jvp{method} {fmt_values(u)}")
+    fd = (Gp - Gm) / (2 * h)
+    assert np.abs(fd).max() > 1e-2
+    np.testing.assert_allclose(dG[0], fd, rtol=1e-6, atol=1e-8)
+
+
+def test_all_path_functions_reach_every_evaluation():
+    """The spec of the tests above has type-9 groups that only the triplet sums evaluate
+    and some that the moments evaluate: forcing moments changes how those are summed
+    (bitwise different G) but not the values."""
+    spec, vecs, elems = all_path_setup(1, 0.0, "O", n=16)
+    G_dir, _ = run_driver(spec, "O", vecs, elems, "jvp-direct " + fmt_values(np.zeros(48)))
+    G_mom, _ = run_driver(spec, "O", vecs, elems, "jvp-moments " + fmt_values(np.zeros(48)))
+    assert not np.array_equal(G_dir, G_mom)
+    np.testing.assert_allclose(G_mom, G_dir, rtol=1e-12, atol=1e-13 * np.abs(G_dir).max())
+    types = {sf.type for sf in spec.functions["O"]}
+    assert types == {2, 3, 9}
+    zetas = {sf.zeta for sf in spec.functions["O"] if sf.type == 9}
+    assert any(z != round(z) for z in zetas) and any(z == round(z) for z in zetas)

@@ -348,65 +348,112 @@ void DescriptorCalculator::NeighborWork::reserve(std::size_t n)
 {
   capacity = std::max(capacity, padded(n));
   max_params = std::max<std::size_t>(max_params, 1);
-  for (auto *vec : {&dx, &dy, &dz, &r, &inv_r, &fc, &dfc, &dE_dr, &grad_x, &grad_y, &grad_z})
+  for (auto *vec : {&dx, &dy, &dz, &r, &inv_r, &fc, &dfc, &dG_dr, &dir_x, &dir_y, &dir_z, &dir_r})
     vec->resize(capacity);
   source.resize(capacity);
   for (auto *vec : {&gauss, &shift}) vec->resize(capacity * max_params);
+  reserve_vectors(max_vectors);
+}
+
+void DescriptorCalculator::NeighborWork::reserve_vectors(std::size_t m)
+{
+  max_vectors = std::max<std::size_t>({max_vectors, m, 1});
+  for (auto *vec : {&dE_dr, &grad_x, &grad_y, &grad_z}) vec->resize(capacity * max_vectors);
 }
 
 void DescriptorCalculator::TripletWork::reserve(std::size_t capacity, std::size_t max_params)
 {
-  for (auto *vec : {&cos_angle, &inv_rr, &r_jk, &jk_x, &jk_y, &jk_z, &fc_prod, &dfc_ij, &dfc_ik,
-                    &dfc_jk, &dE_dcos, &grad_k_x, &grad_k_y, &grad_k_z})
+  for (auto *vec :
+       {&cos_angle, &inv_rr, &r_jk, &jk_x, &jk_y, &jk_z, &fc_prod, &dfc_ij, &dfc_ik, &dfc_jk,
+        &dE_dcos, &grad_k_x, &grad_k_y, &grad_k_z, &d_cos, &d_fc_prod, &d_r_jk})
     vec->resize(capacity);
   partner.resize(capacity);
-  for (auto *vec :
-       {&radial, &d_radial_ij, &d_radial_ik, &d_radial_jk, &dE_dradial, &pow_zeta, &pow_zeta_m1})
+  for (auto *vec : {&radial, &d_radial_ij, &d_radial_ik, &d_radial_jk, &dE_dradial, &pow_zeta,
+                    &pow_zeta_m1, &d_radial})
     vec->resize(capacity * max_params);
+}
+
+// the direction u of each collected neighbour and dr_q along it (jvp); 0 in the padding
+void DescriptorCalculator::collect_direction(const double *u) const
+{
+  NeighborWork &w = neighbor_work_;
+  const int m = w.n_listed, mp = w.n_padded;
+  for (int q = 0; q < m; ++q) {
+    const int k = w.source[q];
+    w.dir_x[q] = u[3 * k];
+    w.dir_y[q] = u[3 * k + 1];
+    w.dir_z[q] = u[3 * k + 2];
+  }
+  for (int q = m; q < mp; ++q) w.dir_x[q] = w.dir_y[q] = w.dir_z[q] = 0.0;
+  const double *dx = w.dx.data(), *dy = w.dy.data(), *dz = w.dz.data(), *inv_r = w.inv_r.data();
+  const double *ux = w.dir_x.data(), *uy = w.dir_y.data(), *uz = w.dir_z.data();
+  double *dr = w.dir_r.data();
+#pragma omp simd
+  for (int q = 0; q < mp; ++q) dr[q] = (dx[q] * ux[q] + dy[q] * uy[q] + dz[q] * uz[q]) * inv_r[q];
 }
 
 // ---------------------------------------------------------------------------------------
 // radial functions (docs section 2)
 
-template <bool DERIV>
-void DescriptorCalculator::radial(const RadialGroup &g, const Neighbors &nb, double *G,
-                                  const double *c, double *v) const
+template <DescriptorCalculator::Pass PASS>
+void DescriptorCalculator::radial(const RadialGroup &g, const Neighbors &nb,
+                                  const PassArgs &a) const
 {
   collect(nb, g.e1, -1, g.fc, {}, {});
-  const NeighborWork &w = neighbor_work_;
+  NeighborWork &w = neighbor_work_;
   const int m = w.n_listed, mp = w.n_padded;
   if (m == 0) return;
-  const double *r = w.r.data(), *fc = w.fc.data(), *dfc = w.dfc.data();
-  double *dE_dr = neighbor_work_.dE_dr.data();
-  if (DERIV)
-    for (int q = 0; q < mp; ++q) dE_dr[q] = 0.0;
+  if (PASS == Pass::Tangent) collect_direction(a.u);
+  const std::size_t cap = w.capacity;
+  const int nvec = PASS == Pass::Contract ? a.n_vectors : 0;
+  const double *r = w.r.data(), *fc = w.fc.data(), *dfc = w.dfc.data(), *dr = w.dir_r.data();
+  double *dG_dr = w.dG_dr.data(), *dE_dr = w.dE_dr.data();
+  for (int vec = 0; vec < nvec; ++vec) std::fill(dE_dr + vec * cap, dE_dr + vec * cap + mp, 0.0);
   for (std::size_t s = 0; s < g.out.size(); ++s) {
     const double et = g.eta[s], r0 = g.rs[s];
-    if (!DERIV) {
+    if constexpr (PASS == Pass::Values) {
       double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
       for (int q = 0; q < mp; ++q) {
         const double x = r[q] - r0;
         sum += std::exp(-et * x * x) * fc[q];
       }
-      G[g.out[s]] += sum;
+      a.G[g.out[s]] += sum;
+    } else if constexpr (PASS == Pass::Tangent) {
+      double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int q = 0; q < mp; ++q) {
+        const double x = r[q] - r0;
+        sum += (dfc[q] - 2.0 * et * x * fc[q]) * std::exp(-et * x * x) * dr[q];
+      }
+      a.G[g.out[s]] += sum;
     } else {
-      const double cs = c[g.out[s]];
+      // dG_s/dr_q once, then one axpy per vector
 #pragma omp simd
       for (int q = 0; q < mp; ++q) {
         const double x = r[q] - r0;
-        dE_dr[q] += cs * (dfc[q] - 2.0 * et * x * fc[q]) * std::exp(-et * x * x);
+        dG_dr[q] = (dfc[q] - 2.0 * et * x * fc[q]) * std::exp(-et * x * x);
+      }
+      for (int vec = 0; vec < nvec; ++vec) {
+        const double cs = a.c[static_cast<std::size_t>(vec) * n_functions_ + g.out[s]];
+        if (cs == 0.0) continue;
+        double *row = dE_dr + vec * cap;
+#pragma omp simd
+        for (int q = 0; q < mp; ++q) row[q] += cs * dG_dr[q];
       }
     }
   }
-  if (DERIV)
+  for (int vec = 0; vec < nvec; ++vec) {
+    const double *row = dE_dr + vec * cap;
+    double *out = a.v + vec * a.v_stride;
     for (int q = 0; q < m; ++q) {
       const int k = w.source[q];
-      const double cr = dE_dr[q] * w.inv_r[q];
-      v[3 * k] += cr * w.dx[q];
-      v[3 * k + 1] += cr * w.dy[q];
-      v[3 * k + 2] += cr * w.dz[q];
+      const double cr = row[q] * w.inv_r[q];
+      out[3 * k] += cr * w.dx[q];
+      out[3 * k + 1] += cr * w.dy[q];
+      out[3 * k + 2] += cr * w.dz[q];
     }
+  }
 }
 
 bool DescriptorCalculator::use_moments(const AngularGroup &g) const
@@ -430,34 +477,45 @@ bool DescriptorCalculator::use_moments(const AngularGroup &g) const
 // ---------------------------------------------------------------------------------------
 // angular functions: triplet sums (docs section 3), vectorised over the second neighbour
 
-template <bool DERIV, bool NARROW, int CT>
-void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, const double *c,
-                                            double *v) const
+// ---------------------------------------------------------------------------------------
+// angular functions: triplet sums (docs section 3), vectorised over the second neighbour
+
+template <DescriptorCalculator::Pass PASS, bool NARROW, int CT>
+void DescriptorCalculator::angular_direct_t(const AngularGroup &g, const PassArgs &args) const
 {
+  constexpr bool DERIV = PASS != Pass::Values;    // derivatives of the radial parts
+  constexpr bool TANGENT = PASS == Pass::Tangent;
   const NeighborWork &w = neighbor_work_;
   TripletWork &tw = triplet_work_;
   const std::size_t nu = g.ueta.size(), nv = g.vlam.size(), ns = g.out.size();
   const std::size_t cap = w.capacity;
   const int n1 = w.n_first, nl = w.n_listed;
+  const int nvec = PASS == Pass::Contract ? args.n_vectors : 0;
   const bool same = (g.e1 == g.e2);
   const CutoffParams cp = g.fc.params();    // a copy: no aliasing with the outputs
   const double rc2 = cp.rc * cp.rc;
   const double *dx = w.dx.data(), *dy = w.dy.data(), *dz = w.dz.data();
   const double *inv_r = w.inv_r.data(), *fc = w.fc.data(), *dfc = w.dfc.data();
+  const double *ux = w.dir_x.data(), *uy = w.dir_y.data(), *uz = w.dir_z.data();
+  const double *udr = w.dir_r.data();
   double *cos_angle = tw.cos_angle.data(), *r_jk = tw.r_jk.data(), *inv_rr = tw.inv_rr.data();
   double *fc_prod = tw.fc_prod.data();
   double *dfc_ij = tw.dfc_ij.data(), *dfc_ik = tw.dfc_ik.data(), *dfc_jk = tw.dfc_jk.data();
   double *jk_x = tw.jk_x.data(), *jk_y = tw.jk_y.data(), *jk_z = tw.jk_z.data();
+  double *d_cos = tw.d_cos.data(), *d_fc_prod = tw.d_fc_prod.data(), *d_r_jk = tw.d_r_jk.data();
   double *grad_x = neighbor_work_.grad_x.data(), *grad_y = neighbor_work_.grad_y.data(),
          *grad_z = neighbor_work_.grad_z.data();
-  if (DERIV)
-    for (int q = 0; q < nl; ++q) grad_x[q] = grad_y[q] = grad_z[q] = 0.0;
+  for (int vec = 0; vec < nvec; ++vec)
+    for (int q = 0; q < nl; ++q)
+      grad_x[vec * cap + q] = grad_y[vec * cap + q] = grad_z[vec * cap + q] = 0.0;
 
   for (int p = 0; p < n1; ++p) {
     const int qb = same ? p + 1 : n1, qe = same ? n1 : nl;
     const int np = qe - qb;
     if (np <= 0) continue;
     const double ax = dx[p], ay = dy[p], az = dz[p], r1i = inv_r[p], f1 = fc[p], df1 = dfc[p];
+    const double ujx = TANGENT ? ux[p] : 0.0, ujy = TANGENT ? uy[p] : 0.0,
+                 ujz = TANGENT ? uz[p] : 0.0, dr1 = TANGENT ? udr[p] : 0.0;
     // partners k of j = p; for type 3 only those with r_jk < rc (about half of them)
     int nt = np;
     int *partner = tw.partner.data();
@@ -487,12 +545,13 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
       const double pad = t < nt ? 1.0 : 0.0;
       const double bx = dx[q], by = dy[q], bz = dz[q];
       const double inv12 = r1i * inv_r[q];
+      const double cos_t = (ax * bx + ay * by + az * bz) * inv12;
       inv_rr[t] = inv12;
-      cos_angle[t] = (ax * bx + ay * by + az * bz) * inv12;
-      double f3 = 1.0, df3 = 0.0;
+      cos_angle[t] = cos_t;
+      double f3 = 1.0, df3 = 0.0, r3 = 0.0;
       if constexpr (NARROW) {
         const double cx = bx - ax, cy = by - ay, cz = bz - az;
-        const double r3 = std::sqrt(cx * cx + cy * cy + cz * cz);
+        r3 = std::sqrt(cx * cx + cy * cy + cz * cz);
         cutoff_inline<CT>(r3, cp, f3, df3);
         r_jk[t] = r3;
         jk_x[t] = cx;
@@ -502,9 +561,22 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
       const double f2 = fc[q] * pad;
       fc_prod[t] = f1 * f2 * f3;
       if (DERIV) {
-        dfc_ij[t] = df1 * f2 * f3;
-        dfc_ik[t] = f1 * dfc[q] * pad * f3;
-        dfc_jk[t] = f1 * f2 * df3;
+        const double d1 = df1 * f2 * f3, d2 = f1 * dfc[q] * pad * f3, d3 = f1 * f2 * df3;
+        dfc_ij[t] = d1;
+        dfc_ik[t] = d2;
+        dfc_jk[t] = d3;
+        if constexpr (TANGENT) {
+          // cos, r_jk and fc_prod along u: d(a.b / (r_a r_b)), d|b - a|
+          const double ukx = ux[q], uky = uy[q], ukz = uz[q], dr2 = udr[q];
+          const double dot = ujx * bx + ujy * by + ujz * bz + ax * ukx + ay * uky + az * ukz;
+          d_cos[t] = dot * inv12 - cos_t * (dr1 * r1i + dr2 * inv_r[q]);
+          double dr3 = 0.0;
+          if constexpr (NARROW)
+            dr3 =
+                ((bx - ax) * (ukx - ujx) + (by - ay) * (uky - ujy) + (bz - az) * (ukz - ujz)) / r3;
+          d_r_jk[t] = dr3;
+          d_fc_prod[t] = d1 * dr1 + d2 * dr2 + d3 * dr3;
+        }
       }
     }
     // radial parts per distinct (eta, rs)
@@ -513,7 +585,8 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
       const double ej = w.gauss[u * cap + p], x1 = w.shift[u * cap + p];
       const double *gauss = &w.gauss[u * cap], *shift = &w.shift[u * cap];
       double *R = &tw.radial[u * cap], *D1 = &tw.d_radial_ij[u * cap],
-             *D2 = &tw.d_radial_ik[u * cap], *D3 = &tw.d_radial_jk[u * cap];
+             *D2 = &tw.d_radial_ik[u * cap], *D3 = &tw.d_radial_jk[u * cap],
+             *DR = &tw.d_radial[u * cap];
 #pragma omp simd
       for (int t = 0; t < ntv; ++t) {
         const int q = partner[t];
@@ -525,7 +598,10 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
         }
         const double F = fc_prod[t];
         R[t] = E * F;
-        if (DERIV) {
+        if constexpr (TANGENT) {
+          const double dx_sum = x1 * dr1 + shift[q] * udr[q] + (NARROW ? x3 * d_r_jk[t] : 0.0);
+          DR[t] = E * (d_fc_prod[t] - te * dx_sum * F);
+        } else if (DERIV) {
           D1[t] = E * (dfc_ij[t] - te * x1 * F);
           D2[t] = E * (dfc_ik[t] - te * shift[q] * F);
           D3[t] = NARROW ? E * (dfc_jk[t] - te * x3 * F) : 0.0;
@@ -572,95 +648,115 @@ void DescriptorCalculator::angular_direct_t(const AngularGroup &g, double *G, co
         }
       }
     }
-    if (!DERIV) {
+    if constexpr (PASS == Pass::Values) {
       for (std::size_t s = 0; s < ns; ++s) {
         const int a = g.sv[s], u = g.su[s];
         const double *pz = &tw.pow_zeta[a * cap], *R = &tw.radial[u * cap];
         double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
         for (int t = 0; t < ntv; ++t) sum += pz[t] * R[t];
-        G[g.out[s]] += g.vnorm[a] * sum;
+        args.G[g.out[s]] += g.vnorm[a] * sum;
       }
       continue;
     }
-    // force pass: per triplet dE/dcos (qc) and dE/dR_u (W_u)
-    double *qc = tw.dE_dcos.data();
-    for (int t = 0; t < ntv; ++t) qc[t] = 0.0;
-    for (std::size_t u = 0; u < nu; ++u) {
-      double *W = &tw.dE_dradial[u * cap];
-      for (int t = 0; t < ntv; ++t) W[t] = 0.0;
-    }
-    for (std::size_t s = 0; s < ns; ++s) {
-      const int a = g.sv[s], u = g.su[s];
-      const double cs = c[g.out[s]] * g.vnorm[a];
-      if (cs == 0.0) continue;
-      const double czl = cs * g.vzeta[a] * g.vlam[a];
-      const double *pz = &tw.pow_zeta[a * cap], *pz1 = &tw.pow_zeta_m1[a * cap],
-                   *R = &tw.radial[u * cap];
-      double *W = &tw.dE_dradial[u * cap];
-#pragma omp simd
-      for (int t = 0; t < ntv; ++t) {
-        qc[t] += czl * pz1[t] * R[t];
-        W[t] += cs * pz[t];
+    if constexpr (TANGENT) {
+      // dG_s = 2^(1-zeta) sum_t (zeta lambda P^(zeta-1) dcos R_u + P^zeta dR_u)
+      for (std::size_t s = 0; s < ns; ++s) {
+        const int a = g.sv[s], u = g.su[s];
+        const double zl = g.vzeta[a] * g.vlam[a];
+        const double *pz = &tw.pow_zeta[a * cap], *pz1 = &tw.pow_zeta_m1[a * cap],
+                     *R = &tw.radial[u * cap], *DR = &tw.d_radial[u * cap];
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int t = 0; t < ntv; ++t) sum += zl * pz1[t] * d_cos[t] * R[t] + pz[t] * DR[t];
+        args.G[g.out[s]] += g.vnorm[a] * sum;
       }
+      continue;
     }
-    double vjx = 0.0, vjy = 0.0, vjz = 0.0;
-    double *kx = tw.grad_k_x.data(), *ky = tw.grad_k_y.data(), *kz = tw.grad_k_z.data();
-#pragma omp simd reduction(+ : vjx, vjy, vjz)
-    for (int t = 0; t < ntv; ++t) {
-      double q1 = 0.0, q2 = 0.0, q3 = 0.0;
+    // force pass, per vector: per triplet dE/dcos (qc) and dE/dR_u (W_u)
+    for (int vec = 0; vec < nvec; ++vec) {
+      const double *c = args.c + static_cast<std::size_t>(vec) * n_functions_;
+      double *qc = tw.dE_dcos.data();
+      for (int t = 0; t < ntv; ++t) qc[t] = 0.0;
       for (std::size_t u = 0; u < nu; ++u) {
-        const double W = tw.dE_dradial[u * cap + t];
-        q1 += W * tw.d_radial_ij[u * cap + t];
-        q2 += W * tw.d_radial_ik[u * cap + t];
-        if (NARROW) q3 += W * tw.d_radial_jk[u * cap + t];
+        double *W = &tw.dE_dradial[u * cap];
+        for (int t = 0; t < ntv; ++t) W[t] = 0.0;
       }
-      const int q = partner[t];
-      const double r2i = inv_r[q];
-      const double ca = qc[t] * inv_rr[t], cb = qc[t] * cos_angle[t];
-      const double sa = (q1 - cb * r1i) * r1i, sb = (q2 - cb * r2i) * r2i;
-      const double s3 = NARROW ? q3 / r_jk[t] : 0.0;
-      const double bx = dx[q], by = dy[q], bz = dz[q];
-      const double cx = NARROW ? jk_x[t] : 0.0, cy = NARROW ? jk_y[t] : 0.0,
-                   cz = NARROW ? jk_z[t] : 0.0;
-      vjx += ca * bx + sa * ax - s3 * cx;
-      vjy += ca * by + sa * ay - s3 * cy;
-      vjz += ca * bz + sa * az - s3 * cz;
-      kx[t] = ca * ax + sb * bx + s3 * cx;
-      ky[t] = ca * ay + sb * by + s3 * cy;
-      kz[t] = ca * az + sb * bz + s3 * cz;
+      for (std::size_t s = 0; s < ns; ++s) {
+        const int a = g.sv[s], u = g.su[s];
+        const double cs = c[g.out[s]] * g.vnorm[a];
+        if (cs == 0.0) continue;
+        const double czl = cs * g.vzeta[a] * g.vlam[a];
+        const double *pz = &tw.pow_zeta[a * cap], *pz1 = &tw.pow_zeta_m1[a * cap],
+                     *R = &tw.radial[u * cap];
+        double *W = &tw.dE_dradial[u * cap];
+#pragma omp simd
+        for (int t = 0; t < ntv; ++t) {
+          qc[t] += czl * pz1[t] * R[t];
+          W[t] += cs * pz[t];
+        }
+      }
+      double vjx = 0.0, vjy = 0.0, vjz = 0.0;
+      double *kx = tw.grad_k_x.data(), *ky = tw.grad_k_y.data(), *kz = tw.grad_k_z.data();
+#pragma omp simd reduction(+ : vjx, vjy, vjz)
+      for (int t = 0; t < ntv; ++t) {
+        double q1 = 0.0, q2 = 0.0, q3 = 0.0;
+        for (std::size_t u = 0; u < nu; ++u) {
+          const double W = tw.dE_dradial[u * cap + t];
+          q1 += W * tw.d_radial_ij[u * cap + t];
+          q2 += W * tw.d_radial_ik[u * cap + t];
+          if (NARROW) q3 += W * tw.d_radial_jk[u * cap + t];
+        }
+        const int q = partner[t];
+        const double r2i = inv_r[q];
+        const double ca = qc[t] * inv_rr[t], cb = qc[t] * cos_angle[t];
+        const double sa = (q1 - cb * r1i) * r1i, sb = (q2 - cb * r2i) * r2i;
+        const double s3 = NARROW ? q3 / r_jk[t] : 0.0;
+        const double bx = dx[q], by = dy[q], bz = dz[q];
+        const double cx = NARROW ? jk_x[t] : 0.0, cy = NARROW ? jk_y[t] : 0.0,
+                     cz = NARROW ? jk_z[t] : 0.0;
+        vjx += ca * bx + sa * ax - s3 * cx;
+        vjy += ca * by + sa * ay - s3 * cy;
+        vjz += ca * bz + sa * az - s3 * cz;
+        kx[t] = ca * ax + sb * bx + s3 * cx;
+        ky[t] = ca * ay + sb * by + s3 * cy;
+        kz[t] = ca * az + sb * bz + s3 * cz;
+      }
+      double *gx = grad_x + vec * cap, *gy = grad_y + vec * cap, *gz = grad_z + vec * cap;
+      for (int t = 0; t < nt; ++t) {    // to the second neighbours (distinct within a j)
+        const int q = partner[t];
+        gx[q] += kx[t];
+        gy[q] += ky[t];
+        gz[q] += kz[t];
+      }
+      gx[p] += vjx;
+      gy[p] += vjy;
+      gz[p] += vjz;
     }
-    for (int t = 0; t < nt; ++t) {    // to the second neighbours (distinct within a j)
-      const int q = partner[t];
-      grad_x[q] += kx[t];
-      grad_y[q] += ky[t];
-      grad_z[q] += kz[t];
-    }
-    grad_x[p] += vjx;
-    grad_y[p] += vjy;
-    grad_z[p] += vjz;
   }
-  if (DERIV)
+  for (int vec = 0; vec < nvec; ++vec) {
+    const double *gx = grad_x + vec * cap, *gy = grad_y + vec * cap, *gz = grad_z + vec * cap;
+    double *out = args.v + vec * args.v_stride;
     for (int q = 0; q < nl; ++q) {
       const int k = w.source[q];
-      v[3 * k] += grad_x[q];
-      v[3 * k + 1] += grad_y[q];
-      v[3 * k + 2] += grad_z[q];
+      out[3 * k] += gx[q];
+      out[3 * k + 1] += gy[q];
+      out[3 * k + 2] += gz[q];
     }
+  }
 }
 
-template <bool DERIV>
-void DescriptorCalculator::angular_direct(const AngularGroup &g, double *G, const double *c,
-                                          double *v) const
+template <DescriptorCalculator::Pass PASS>
+void DescriptorCalculator::angular_direct(const AngularGroup &g, const PassArgs &a) const
 {
   const bool narrow = (g.type == 3);
   switch (narrow ? g.fc.type() : 0) {
-#define NNMD_CASE(CT)                                \
-  case CT:                                           \
-    if (narrow)                                      \
-      angular_direct_t<DERIV, true, CT>(g, G, c, v); \
-    else                                             \
-      angular_direct_t<DERIV, false, 0>(g, G, c, v); \
+#define NNMD_CASE(CT)                         \
+  case CT:                                    \
+    if (narrow)                               \
+      angular_direct_t<PASS, true, CT>(g, a); \
+    else                                      \
+      angular_direct_t<PASS, false, 0>(g, a); \
     break;
     NNMD_CASE(0)
     NNMD_CASE(1)
@@ -682,29 +778,107 @@ void DescriptorCalculator::angular_direct(const AngularGroup &g, double *G, cons
 //   T_u,m = sum_{|alpha| = m} m!/alpha! M_u,e1[alpha] M_u,e2[alpha]      (ordered pairs)
 //   e1 = e2: pairs j < k are (T_u,m - sum_j w_j^2) / 2
 //   G_s = 2^(1-zeta) sum_m C(zeta, m) lambda^m T_u,m
+//
+// Derivatives (docs section 6): with P_m(q) = sum_{|alpha| = m} m!/alpha! M_other[alpha]
+// n_q^alpha (= sum_k w_k (n_q . n_k)^m) and Q_m(q) = dP_m/dn_q, the derivative of T_u,m
+// by the displacement d_q of neighbour q (for e1 = e2 the factor 2 of d(M^2) cancels the
+// 1/2 of the j < k sum) is
+//   dT_u,m/dd_q = (dw_q P_m - m w_q P_m / r_q) n_q + (w_q / r_q) Q_m   [- w_q dw_q n_q]
+// P and Q do not depend on c: contract_many computes them once per block of neighbours for
+// all its vectors, which then only combine them with their adjoints g_u,m = dE/dT_u,m; jvp
+// contracts them with the direction instead.
 
-template <bool DERIV>
-void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, const double *c,
-                                           double *v, double *cache_out,
-                                           const double *cache_in) const
+// Coefficients of the projections against the moments Mo of the other side:
+// A = m!/alpha! Mo and, for Q_m,i = sum_beta (beta_i + 1) A[beta + e_i] n^beta, |beta| = m - 1,
+// (beta_i + 1) A[beta + e_i]
+void DescriptorCalculator::moment_coefficients(const AngularGroup &g, const double *Mo) const
+{
+  const MomentTable &t = table_;
+  const int na = t.first[g.kmax + 1], nbeta = t.first[g.kmax];
+  double *A = moment_work_.coefs.data(), *Ax = A + na, *Ay = Ax + nbeta, *Az = Ay + nbeta;
+  for (int i = 0; i < na; ++i) A[i] = t.mult[i] * Mo[i];
+  for (int i = 0; i < nbeta; ++i) {
+    Ax[i] = t.upw[0][i] * A[t.up[0][i]];
+    Ay[i] = t.upw[1][i] * A[t.up[1][i]];
+    Az[i] = t.upw[2][i] * A[t.up[2][i]];
+  }
+}
+
+// P_m(q) and Q_m(q) of the block of neighbours q0 <= q < q0 + MOMENT_BLOCK (register-blocked
+// products of the monomials with the coefficients, one degree m at a time) into
+// proj[m * MOMENT_BLOCK + l] and proj_d*[(m - 1) * MOMENT_BLOCK + l]; lanes past the
+// group's neighbours hold values of stale monomials that the callers do not use
+void DescriptorCalculator::moment_projections(const AngularGroup &g, int q0) const
+{
+  constexpr int BW = MOMENT_BLOCK;
+  const MomentTable &t = table_;
+  MomentWork &mw = moment_work_;
+  const std::size_t cap = neighbor_work_.capacity;
+  const int K = g.kmax, na = t.first[K + 1], nbeta = t.first[K];
+  const double *A = mw.coefs.data(), *Ax = A + na, *Ay = Ax + nbeta, *Az = Ay + nbeta;
+  const double *mono = mw.monomials.data() + q0;    // q0 + BW <= cap
+  double *proj = mw.proj.data(), *qx = mw.proj_dx.data(), *qy = mw.proj_dy.data(),
+         *qz = mw.proj_dz.data();
+  for (int m = 0; m < K; ++m) {    // the degree-m monomials give P_m and Q_(m+1)
+    double p[BW] = {}, gx[BW] = {}, gy[BW] = {}, gz[BW] = {};
+    for (int i = t.first[m]; i < t.first[m + 1]; ++i) {
+      const double *mi = mono + static_cast<std::size_t>(i) * cap;
+      const double b = A[i], bx = Ax[i], by = Ay[i], bz = Az[i];
+#pragma omp simd
+      for (int l = 0; l < BW; ++l) {
+        p[l] += b * mi[l];
+        gx[l] += bx * mi[l];
+        gy[l] += by * mi[l];
+        gz[l] += bz * mi[l];
+      }
+    }
+#pragma omp simd
+    for (int l = 0; l < BW; ++l) {
+      proj[m * BW + l] = p[l];
+      qx[m * BW + l] = gx[l];
+      qy[m * BW + l] = gy[l];
+      qz[m * BW + l] = gz[l];
+    }
+  }
+  // degree K: P_K only, two partial sums so that the additions pipeline
+  double p[BW] = {}, p2[BW] = {};
+  int i = t.first[K];
+  for (; i + 1 < t.first[K + 1]; i += 2) {
+    const double *mi = mono + static_cast<std::size_t>(i) * cap;
+    const double b = A[i], b2 = A[i + 1];
+#pragma omp simd
+    for (int l = 0; l < BW; ++l) {
+      p[l] += b * mi[l];
+      p2[l] += b2 * mi[l + cap];
+    }
+  }
+  if (i < t.first[K + 1]) {
+    const double *mi = mono + static_cast<std::size_t>(i) * cap;
+    const double b = A[i];
+#pragma omp simd
+    for (int l = 0; l < BW; ++l) p[l] += b * mi[l];
+  }
+#pragma omp simd
+  for (int l = 0; l < BW; ++l) proj[K * BW + l] = p[l] + p2[l];
+}
+
+// unit vectors, monomials n_q^alpha, weights w_u(r_q), moments M_u,side and sum_q w_q^2 of
+// a group (moments and sums from the cache when it holds them); all passes need them
+void DescriptorCalculator::moment_tensors(const AngularGroup &g, double *cache_out,
+                                          const double *cache_in) const
 {
   const MomentTable &t = table_;
   const NeighborWork &wk = neighbor_work_;
   MomentWork &mw = moment_work_;
-  const std::size_t nu = g.ueta.size(), ns = g.out.size(), cap = wk.capacity;
-  const int K = g.kmax;
-  const int na = t.first[K + 1];
-  const int nbeta = t.first[K];
+  const std::size_t nu = g.ueta.size(), cap = wk.capacity;
+  const int na = t.first[g.kmax + 1];
   const bool same = (g.e1 == g.e2);
   const int sides = same ? 1 : 2;
   const int nq = wk.n_listed;
-  for (auto *vec :
-       {&mw.unit_x, &mw.unit_y, &mw.unit_z, &mw.s0, &mw.s1, &mw.s2_x, &mw.s2_y, &mw.s2_z})
-    grow(*vec, cap);
+  for (auto *vec : {&mw.unit_x, &mw.unit_y, &mw.unit_z}) grow(*vec, cap);
   grow(mw.monomials, static_cast<std::size_t>(na) * cap);
   grow(mw.weights, nu * cap);
   grow(mw.moments, nu * 2 * na);
-  grow(mw.pair_sums, nu * (K + 1));
   grow(mw.weight_sq_sum, nu);
   // monomials n_q^alpha of every neighbour's unit vector, alpha-major
   double *mono = mw.monomials.data();
@@ -765,158 +939,254 @@ void DescriptorCalculator::angular_moments(const AngularGroup &g, double *G, con
       co[1 + nu * 2 * na + u] = dsq[u];
     }
   }
-  // pair sums T_u,m
+}
+
+template <DescriptorCalculator::Pass PASS>
+void DescriptorCalculator::angular_moments(const AngularGroup &g, const PassArgs &args,
+                                           double *cache_out, const double *cache_in) const
+{
+  const MomentTable &t = table_;
+  const NeighborWork &wk = neighbor_work_;
+  MomentWork &mw = moment_work_;
+  const std::size_t nu = g.ueta.size(), ns = g.out.size(), cap = wk.capacity;
+  const int K = g.kmax;
+  const std::size_t K1 = K + 1;
+  const int na = t.first[K + 1];
+  const int nbeta = t.first[K];
+  const bool same = (g.e1 == g.e2);
+  const int sides = same ? 1 : 2;
+  const int nq = wk.n_listed;
+  const int nvec = PASS == Pass::Contract ? args.n_vectors : 0;
+  for (auto *vec : {&mw.tan_r, &mw.tan_m, &mw.tan_x, &mw.tan_y, &mw.tan_z}) grow(*vec, cap);
+  grow(mw.pair_sums, nu * K1);
+  moment_tensors(g, cache_out, cache_in);
+  const double *mom = mw.moments.data(), *dsq = mw.weight_sq_sum.data();
+  const double *nx = mw.unit_x.data(), *ny = mw.unit_y.data(), *nz = mw.unit_z.data();
   double *tsum = mw.pair_sums.data();
-  for (std::size_t u = 0; u < nu; ++u) {
-    const double *M1 = &mom[(u * 2) * na];
-    const double *M2 = same ? M1 : &mom[(u * 2 + 1) * na];
-    for (int m = 0; m <= K; ++m) {
-      double sum = 0.0;
-      for (int i = t.first[m]; i < t.first[m + 1]; ++i) sum += t.mult[i] * M1[i] * M2[i];
-      tsum[u * (K + 1) + m] = same ? 0.5 * (sum - dsq[u]) : sum;
+  if constexpr (PASS == Pass::Values) {
+    // pair sums T_u,m
+    for (std::size_t u = 0; u < nu; ++u) {
+      const double *M1 = &mom[(u * 2) * na];
+      const double *M2 = same ? M1 : &mom[(u * 2 + 1) * na];
+      for (int m = 0; m <= K; ++m) {
+        double sum = 0.0;
+        for (int i = t.first[m]; i < t.first[m + 1]; ++i) sum += t.mult[i] * M1[i] * M2[i];
+        tsum[u * K1 + m] = same ? 0.5 * (sum - dsq[u]) : sum;
+      }
     }
-  }
-  if (!DERIV) {
     for (std::size_t s = 0; s < ns; ++s) {
       const int a = g.sv[s], u = g.su[s], z = g.vzi[a];
       const double lam = g.vlam[a];
       double sum = 0.0, lm = 1.0;
-      for (int m = 0; m <= z; ++m, lm *= lam) sum += binom_[z][m] * lm * tsum[u * (K + 1) + m];
-      G[g.out[s]] += g.vnorm[a] * sum;
+      for (int m = 0; m <= z; ++m, lm *= lam) sum += binom_[z][m] * lm * tsum[u * K1 + m];
+      args.G[g.out[s]] += g.vnorm[a] * sum;
     }
     return;
   }
-  // adjoints: g_u,m = sum_s c_s 2^(1-zeta) C(zeta, m) lambda^m
-  grow(mw.adjoints, nu * (K + 1));
+  grow(mw.coefs, static_cast<std::size_t>(na) + 3 * static_cast<std::size_t>(nbeta));
+  grow(mw.proj, K1 * MOMENT_BLOCK);
+  for (auto *vec : {&mw.proj_dx, &mw.proj_dy, &mw.proj_dz}) grow(*vec, K * MOMENT_BLOCK);
+  // contract: adjoints g_u,m = sum_s c_s 2^(1-zeta) C(zeta, m) lambda^m of every vector
+  grow(mw.adjoints, static_cast<std::size_t>(nvec) * nu * K1);
   double *gsum = mw.adjoints.data();
-  std::fill(gsum, gsum + nu * (K + 1), 0.0);
-  for (std::size_t s = 0; s < ns; ++s) {
-    const int a = g.sv[s], u = g.su[s], z = g.vzi[a];
-    const double lam = g.vlam[a], cs = c[g.out[s]] * g.vnorm[a];
-    double lm = 1.0;
-    for (int m = 0; m <= z; ++m, lm *= lam) gsum[u * (K + 1) + m] += cs * binom_[z][m] * lm;
+  std::fill(gsum, gsum + static_cast<std::size_t>(nvec) * nu * K1, 0.0);
+  for (int vec = 0; vec < nvec; ++vec) {
+    const double *c = args.c + static_cast<std::size_t>(vec) * n_functions_;
+    double *gv = gsum + static_cast<std::size_t>(vec) * nu * K1;
+    for (std::size_t s = 0; s < ns; ++s) {
+      const int a = g.sv[s], u = g.su[s], z = g.vzi[a];
+      const double lam = g.vlam[a], cs = c[g.out[s]] * g.vnorm[a];
+      double lm = 1.0;
+      for (int m = 0; m <= z; ++m, lm *= lam) gv[u * K1 + m] += cs * binom_[z][m] * lm;
+    }
   }
-  // B[alpha] = dE/dM_u,side[alpha] = g_u,|alpha| mult[alpha] M_u,other[alpha] (for e1 = e2
-  // the factor 2 of d(M^2) cancels the 1/2 of the j < k sum). For each neighbour q:
-  //   S0 = sum_alpha B n^alpha, S1 = sum_alpha |alpha| B n^alpha,
-  //   S2_i = sum_alpha alpha_i B n^(alpha - e_i) = sum_beta (beta_i + 1) B[beta + e_i] n^beta
-  //   dE/dd_q = (dw S0 - w S1 / r) n + (w / r) S2   (+ the diagonal term for e1 = e2)
-  // accumulated as axpy's over the neighbours (vectorised along q).
-  // coefficient vectors per (u, side): B, B1 = |alpha| B (length na), Bx, By, Bz (nbeta)
-  grow(mw.coefs, 2 * static_cast<std::size_t>(na) + 3 * nbeta);
-  double *B = mw.coefs.data(), *B1 = B + na, *Bx = B1 + na, *By = Bx + nbeta, *Bz = By + nbeta;
-  double *s0 = mw.s0.data(), *s1 = mw.s1.data(), *s2x = mw.s2_x.data(), *s2y = mw.s2_y.data(),
-         *s2z = mw.s2_z.data();
+  // jvp: dT_u,m along u, accumulated in tsum
+  if (PASS == Pass::Tangent) std::fill(tsum, tsum + nu * K1, 0.0);
+  constexpr int BW = MOMENT_BLOCK;
   double *vx = neighbor_work_.grad_x.data(), *vy = neighbor_work_.grad_y.data(),
          *vz = neighbor_work_.grad_z.data();
-  for (int q = 0; q < nq; ++q) vx[q] = vy[q] = vz[q] = 0.0;
-  constexpr int BW = 8;    // neighbours per register block (cap is a multiple of BW)
+  for (int vec = 0; vec < nvec; ++vec)
+    for (int q = 0; q < nq; ++q) vx[vec * cap + q] = vy[vec * cap + q] = vz[vec * cap + q] = 0.0;
+  const double *proj = mw.proj.data(), *qx = mw.proj_dx.data(), *qy = mw.proj_dy.data(),
+               *qz = mw.proj_dz.data();
   for (std::size_t u = 0; u < nu; ++u) {
-    double gdiag = 0.0;
-    for (int m = 0; m <= K; ++m) gdiag += gsum[u * (K + 1) + m];
+    const double te = 2.0 * g.ueta[u];
+    const double *gauss = &wk.gauss[u * cap], *shift = &wk.shift[u * cap];
     for (int side = 0; side < sides; ++side) {
       const int qb = side == 0 ? 0 : wk.n_first, qe = (side == 0 && !same) ? wk.n_first : nq;
-      const double *Mo = &mom[(u * 2 + (same ? 0 : 1 - side)) * na];
-      for (int m = 0; m <= K; ++m) {
-        const double gm = gsum[u * (K + 1) + m];
-        for (int i = t.first[m]; i < t.first[m + 1]; ++i) {
-          B[i] = gm * t.mult[i] * Mo[i];
-          B1[i] = m * B[i];
+      moment_coefficients(g, &mom[(u * 2 + (same ? 0 : 1 - side)) * na]);
+      double *tr = mw.tan_r.data(), *tm = mw.tan_m.data(), *tx = mw.tan_x.data(),
+             *ty = mw.tan_y.data(), *tz = mw.tan_z.data();
+      double *dT = tsum + u * K1;
+      if constexpr (PASS == Pass::Tangent) {
+        // per neighbour: dT_m = sum_q (tr - m tm) P_m + (tx, ty, tz) . Q_m  (- sum_q w dw dr)
+        const double *dr = wk.dir_r.data();
+        double diag = 0.0;
+#pragma omp simd reduction(+ : diag)
+        for (int q = qb; q < qe; ++q) {
+          const double e = gauss[q], f = wk.fc[q], rinv = wk.inv_r[q];
+          const double w = e * f;
+          const double dw = e * (wk.dfc[q] - te * shift[q] * f);
+          tr[q] = dw * dr[q];
+          tm[q] = w * rinv * dr[q];
+          tx[q] = w * rinv * wk.dir_x[q];
+          ty[q] = w * rinv * wk.dir_y[q];
+          tz[q] = w * rinv * wk.dir_z[q];
+          diag += w * tr[q];
         }
+        if (same)
+          for (int m = 0; m <= K; ++m) dT[m] -= diag;
       }
-      for (int i = 0; i < nbeta; ++i) {
-        Bx[i] = t.upw[0][i] * B[t.up[0][i]];
-        By[i] = t.upw[1][i] * B[t.up[1][i]];
-        Bz[i] = t.upw[2][i] * B[t.up[2][i]];
-      }
-      // S0, S1, S2 for blocks of BW neighbours: a small matrix-vector product per block
       for (int q0 = qb; q0 < qe; q0 += BW) {
-        double a0[BW] = {}, a1[BW] = {}, ax[BW] = {}, ay[BW] = {}, az[BW] = {};
-        for (int i = 0; i < nbeta; ++i) {
-          const double *mi = mono + static_cast<std::size_t>(i) * cap + q0;
-          const double b = B[i], b1 = B1[i], bx = Bx[i], by = By[i], bz = Bz[i];
-#pragma omp simd
-          for (int l = 0; l < BW; ++l) {
-            a0[l] += b * mi[l];
-            a1[l] += b1 * mi[l];
-            ax[l] += bx * mi[l];
-            ay[l] += by * mi[l];
-            az[l] += bz * mi[l];
-          }
-        }
-        for (int i = nbeta; i < na; ++i) {
-          const double *mi = mono + static_cast<std::size_t>(i) * cap + q0;
-          const double b = B[i], b1 = B1[i];
-#pragma omp simd
-          for (int l = 0; l < BW; ++l) {
-            a0[l] += b * mi[l];
-            a1[l] += b1 * mi[l];
-          }
-        }
         const int nw = std::min(BW, qe - q0);
-        for (int l = 0; l < nw; ++l) {
-          s0[q0 + l] = a0[l];
-          s1[q0 + l] = a1[l];
-          s2x[q0 + l] = ax[l];
-          s2y[q0 + l] = ay[l];
-          s2z[q0 + l] = az[l];
+        moment_projections(g, q0);
+        if constexpr (PASS == Pass::Tangent) {
+          double sum0 = 0.0;
+          for (int l = 0; l < nw; ++l) sum0 += tr[q0 + l] * proj[l];
+          dT[0] += sum0;
+          for (int m = 1; m <= K; ++m) {
+            const double fm = m;
+            const double *pm = proj + m * BW, *dx = qx + (m - 1) * BW, *dy = qy + (m - 1) * BW,
+                         *dz = qz + (m - 1) * BW;
+            double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+            for (int l = 0; l < nw; ++l) {
+              const int q = q0 + l;
+              sum += (tr[q] - fm * tm[q]) * pm[l] + tx[q] * dx[l] + ty[q] * dy[l] + tz[q] * dz[l];
+            }
+            dT[m] += sum;
+          }
+          continue;
         }
-      }
-      const double te = 2.0 * g.ueta[u];
-      const double *gauss = &wk.gauss[u * cap], *shift = &wk.shift[u * cap];
+        // contract, per vector: S0 = sum_m g_m P_m, S1 = sum_m m g_m P_m, S2 = sum_m g_m Q_m,
+        //   dE/dd_q = (dw S0 - w S1 / r) n + (w / r) S2   (- g_diag w dw n for e1 = e2)
+        double w[BW], dw[BW], wr[BW];    // whole blocks: q0 + BW <= cap
 #pragma omp simd
-      for (int q = qb; q < qe; ++q) {
-        const double e = gauss[q], f = wk.fc[q], rinv = wk.inv_r[q];
-        const double w = e * f;
-        const double dw = e * (wk.dfc[q] - te * shift[q] * f);
-        double radial = dw * s0[q] - w * rinv * s1[q];
-        if (same) radial -= gdiag * w * dw;    // d/dd of -(1/2) g sum_q w_q^2
-        const double tang = w * rinv;
-        vx[q] += radial * nx[q] + tang * s2x[q];
-        vy[q] += radial * ny[q] + tang * s2y[q];
-        vz[q] += radial * nz[q] + tang * s2z[q];
+        for (int l = 0; l < BW; ++l) {
+          const int q = q0 + l;
+          const double e = gauss[q], f = wk.fc[q];
+          w[l] = e * f;
+          dw[l] = e * (wk.dfc[q] - te * shift[q] * f);
+          wr[l] = w[l] * wk.inv_r[q];
+        }
+        for (int vec = 0; vec < nvec; ++vec) {
+          const double *gv = gsum + (vec * nu + u) * K1;
+          double a0[BW] = {}, a1[BW] = {}, ax[BW] = {}, ay[BW] = {}, az[BW] = {};
+          double gdiag = gv[0];
+#pragma omp simd
+          for (int l = 0; l < BW; ++l) a0[l] = gv[0] * proj[l];
+          for (int m = 1; m <= K; ++m) {
+            const double b = gv[m], b1 = m * gv[m];
+            gdiag += b;
+            const double *pm = proj + m * BW, *dx = qx + (m - 1) * BW, *dy = qy + (m - 1) * BW,
+                         *dz = qz + (m - 1) * BW;
+#pragma omp simd
+            for (int l = 0; l < BW; ++l) {
+              a0[l] += b * pm[l];
+              a1[l] += b1 * pm[l];
+              ax[l] += b * dx[l];
+              ay[l] += b * dy[l];
+              az[l] += b * dz[l];
+            }
+          }
+          double fx[BW], fy[BW], fz[BW];
+#pragma omp simd
+          for (int l = 0; l < BW; ++l) {
+            const int q = q0 + l;
+            double radial = dw[l] * a0[l] - wr[l] * a1[l];
+            if (same) radial -= gdiag * w[l] * dw[l];    // d/dd of -(1/2) g sum_q w_q^2
+            fx[l] = radial * nx[q] + wr[l] * ax[l];
+            fy[l] = radial * ny[q] + wr[l] * ay[l];
+            fz[l] = radial * nz[q] + wr[l] * az[l];
+          }
+          double *gx = vx + vec * cap + q0, *gy = vy + vec * cap + q0, *gz = vz + vec * cap + q0;
+          for (int l = 0; l < nw; ++l) {
+            gx[l] += fx[l];
+            gy[l] += fy[l];
+            gz[l] += fz[l];
+          }
+        }
       }
     }
   }
-  for (int q = 0; q < nq; ++q) {
-    const int k = wk.source[q];
-    v[3 * k] += vx[q];
-    v[3 * k + 1] += vy[q];
-    v[3 * k + 2] += vz[q];
+  if constexpr (PASS == Pass::Tangent) {
+    for (std::size_t s = 0; s < ns; ++s) {
+      const int a = g.sv[s], u = g.su[s], z = g.vzi[a];
+      const double lam = g.vlam[a];
+      double sum = 0.0, lm = 1.0;
+      for (int m = 0; m <= z; ++m, lm *= lam) sum += binom_[z][m] * lm * tsum[u * K1 + m];
+      args.G[g.out[s]] += g.vnorm[a] * sum;
+    }
+    return;
+  }
+  for (int vec = 0; vec < nvec; ++vec) {
+    double *out = args.v + vec * args.v_stride;
+    for (int q = 0; q < nq; ++q) {
+      const int k = wk.source[q];
+      out[3 * k] += vx[vec * cap + q];
+      out[3 * k + 1] += vy[vec * cap + q];
+      out[3 * k + 2] += vz[vec * cap + q];
+    }
   }
 }
 
 // ---------------------------------------------------------------------------------------
 // public entry points
 
+template <DescriptorCalculator::Pass PASS>
+void DescriptorCalculator::evaluate(const Neighbors &nb, const PassArgs &a, double *cache_out,
+                                    const double *cache_in) const
+{
+  for (const RadialGroup &g : radial_) radial<PASS>(g, nb, a);
+  for (const AngularGroup &g : angular_) {
+    if (cache_out && g.kmax > 0) cache_out[g.cache_offset] = 0.0;
+    collect(nb, g.e1, g.e2, g.fc, g.ueta, g.urs);
+    if (neighbor_work_.n_listed < 2) continue;
+    if (PASS == Pass::Tangent) collect_direction(a.u);
+    if (use_moments(g))
+      angular_moments<PASS>(g, a, cache_out, cache_in);
+    else
+      angular_direct<PASS>(g, a);
+  }
+}
+
 void DescriptorCalculator::compute(const Neighbors &nb, double *G, double *cache) const
 {
   std::fill(G, G + n_functions_, 0.0);
-  for (const RadialGroup &g : radial_) radial<false>(g, nb, G, nullptr, nullptr);
-  for (const AngularGroup &g : angular_) {
-    if (cache && g.kmax > 0) cache[g.cache_offset] = 0.0;
-    collect(nb, g.e1, g.e2, g.fc, g.ueta, g.urs);
-    if (neighbor_work_.n_listed < 2) continue;
-    if (use_moments(g))
-      angular_moments<false>(g, G, nullptr, nullptr, cache, nullptr);
-    else
-      angular_direct<false>(g, G, nullptr, nullptr);
-  }
+  PassArgs a;
+  a.G = G;
+  evaluate<Pass::Values>(nb, a, cache, nullptr);
 }
 
 void DescriptorCalculator::contract(const Neighbors &nb, const double *c, double *v,
                                     const double *cache) const
 {
-  std::fill(v, v + 3 * nb.size(), 0.0);
-  for (const RadialGroup &g : radial_) radial<true>(g, nb, nullptr, c, v);
-  for (const AngularGroup &g : angular_) {
-    collect(nb, g.e1, g.e2, g.fc, g.ueta, g.urs);
-    if (neighbor_work_.n_listed < 2) continue;
-    if (use_moments(g))
-      angular_moments<true>(g, nullptr, c, v, nullptr, cache);
-    else
-      angular_direct<true>(g, nullptr, c, v);
-  }
+  contract_many(nb, 1, c, v, cache);
+}
+
+void DescriptorCalculator::contract_many(const Neighbors &nb, int n_vectors, const double *c,
+                                         double *v, const double *cache) const
+{
+  if (n_vectors <= 0) return;
+  const std::size_t stride = 3 * nb.size();
+  std::fill(v, v + n_vectors * stride, 0.0);
+  neighbor_work_.reserve_vectors(n_vectors);
+  PassArgs a;
+  a.c = c;
+  a.v = v;
+  a.n_vectors = n_vectors;
+  a.v_stride = stride;
+  evaluate<Pass::Contract>(nb, a, nullptr, cache);
+}
+
+void DescriptorCalculator::jvp(const Neighbors &nb, const double *u, double *dG,
+                               const double *cache) const
+{
+  std::fill(dG, dG + n_functions_, 0.0);
+  PassArgs a;
+  a.G = dG;
+  a.u = u;
+  evaluate<Pass::Tangent>(nb, a, nullptr, cache);
 }
 
 void DescriptorCalculator::jacobian(const Neighbors &nb, double *G, double *dG) const

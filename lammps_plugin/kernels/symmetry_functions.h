@@ -9,6 +9,10 @@
    d_ij = r_j - r_i of the central atom's neighbours (any order, r_ij > 0), then
      compute(nb, G)             G[s]                       (s = 0 .. size()-1)
      contract(nb, c, v)         v[3k+a] = sum_s c[s] dG_s/dd_k,a  (force pass, c = dE/dG)
+     contract_many(nb, M, c, v) the same for M vectors c (rows m of size()) at once:
+                                v[m*3n + 3k+a] (committee forces); equal to M contract()s
+     jvp(nb, u, dG)             dG[s] = sum_k,a dG_s/dd_k,a u[3k+a]  (forward mode: J u,
+                                the adjoint of contract's J^T c; force-loss training)
      jacobian(nb, G, dG)        dG[(s*n + k)*3 + a]        (tests)
 
    Functions sharing type, neighbour elements and cutoff form a group; within a group the
@@ -16,9 +20,12 @@
    (lambda, zeta) are computed once per pair or triplet. Type-9 groups with integer zeta
    (up to limits::MAX_MOMENT_ORDER, limits.h) can also be evaluated in linear time from
    per-neighbour moment tensors (docs section 3); Method::Auto picks the cheaper
-   evaluation for each atom from its neighbour count. No heap allocation happens once the
-   workspaces have grown to the largest neighbour count seen. Not thread-safe (one
-   DescriptorCalculator per thread). */
+   evaluation for each atom from its neighbour count. contract_many() computes everything
+   that does not depend on c (distances, cutoffs, Gaussians, angular powers, monomials and
+   the moment path's projections P_m, docs section 6) once for all M vectors; jvp() costs
+   about one contract() and stays linear in the neighbours on the moments path. No heap
+   allocation happens once the workspaces have grown to the largest neighbour count (and
+   number of vectors) seen. Not thread-safe (one DescriptorCalculator per thread). */
 
 #ifndef NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
 #define NNMD_KERNELS_SYMMETRY_FUNCTIONS_H
@@ -110,10 +117,28 @@ class DescriptorCalculator {
   void compute(const Neighbors &nb, double *G, double *cache = nullptr) const;
   void contract(const Neighbors &nb, const double *c, double *v,
                 const double *cache = nullptr) const;
+  // n_vectors contractions sharing all work independent of c: c holds n_vectors rows of
+  // size(), v receives n_vectors rows of 3 nb.size()
+  void contract_many(const Neighbors &nb, int n_vectors, const double *c, double *v,
+                     const double *cache = nullptr) const;
+  // directional derivative dG[s] = sum_k,a dG_s/dd_k,a u[3k+a] (u: 3 nb.size() values)
+  void jvp(const Neighbors &nb, const double *u, double *dG, const double *cache = nullptr) const;
   void jacobian(const Neighbors &nb, double *G, double *dG) const;
   std::size_t cache_size() const { return method_ == Method::Direct ? 0 : cache_size_; }
 
  private:
+  // The three passes over a group: values G (compute), contractions of dG/dd with M
+  // vectors c (contract, contract_many) and the derivative of G along u (jvp).
+  enum class Pass { Values, Contract, Tangent };
+  struct PassArgs {
+    double *G = nullptr;          // Values: G; Tangent: dG along u (accumulated)
+    const double *c = nullptr;    // Contract: n_vectors rows of n_functions_
+    const double *u = nullptr;    // Tangent: the direction, 3 n
+    double *v = nullptr;          // Contract: n_vectors rows of v_stride (accumulated)
+    int n_vectors = 0;            // Contract
+    std::size_t v_stride = 0;     // Contract: 3 n
+  };
+
   struct RadialGroup {
     int e1;
     Cutoff fc;
@@ -147,13 +172,15 @@ class DescriptorCalculator {
   // "[u * capacity + q]" is the layout of arrays with two indices.
 
   // The group's neighbours in list order (structure of arrays), filled by collect() and
-  // read by all evaluation paths, and the per-neighbour force accumulators.
+  // read by all evaluation paths, and the per-neighbour force accumulators ("[m *
+  // capacity + q]": one row per contracted vector m).
   struct NeighborWork {
-    std::size_t capacity = 0;      // entries per neighbour or triplet array: padded(n)
-    std::size_t max_params = 1;    // most distinct (eta, rs) or (lambda, zeta) in a group
-    int n_first = 0;               // listed neighbours of the first element (listed first)
-    int n_listed = 0;              // listed neighbours of both elements (r < rc)
-    int n_padded = 0;              // n_listed rounded up to a multiple of 4 (padding: r = rc)
+    std::size_t capacity = 0;       // entries per neighbour or triplet array: padded(n)
+    std::size_t max_params = 1;     // most distinct (eta, rs) or (lambda, zeta) in a group
+    std::size_t max_vectors = 1;    // most vectors of one contract_many() so far
+    int n_first = 0;                // listed neighbours of the first element (listed first)
+    int n_listed = 0;               // listed neighbours of both elements (r < rc)
+    int n_padded = 0;               // n_listed rounded up to a multiple of 4 (padding: r = rc)
 
     std::vector<int> source;           // index k in Neighbors of neighbour q (-1: padding)
     std::vector<double> dx, dy, dz;    // displacement d_q = r_k - r_i
@@ -161,12 +188,18 @@ class DescriptorCalculator {
     std::vector<double> fc, dfc;       // cutoff function fc(r_q) and dfc/dr
     std::vector<double> gauss;         // exp(-eta_u (r_q - rs_u)^2)   [u * capacity + q]
     std::vector<double> shift;         // r_q - rs_u                   [u * capacity + q]
-    std::vector<double> dE_dr;         // radial force pass: sum_s c_s dG_s/dr_q
-    std::vector<double> grad_x;        // angular force passes: dE/dd_q, x component
+    std::vector<double> dG_dr;         // radial force pass: dG_s/dr_q of one function s
+    std::vector<double> dE_dr;         // radial force pass: sum_s c_s dG_s/dr_q  [m * cap + q]
+    std::vector<double> grad_x;        // angular force passes: dE/dd_q, x     [m * cap + q]
     std::vector<double> grad_y;        // ... y component
     std::vector<double> grad_z;        // ... z component
+    std::vector<double> dir_x;         // jvp: direction u of neighbour q, x component
+    std::vector<double> dir_y;         // ... y component
+    std::vector<double> dir_z;         // ... z component
+    std::vector<double> dir_r;         // jvp: dr_q along u = n_q . u_q (0 in padding)
 
     void reserve(std::size_t n);
+    void reserve_vectors(std::size_t m);    // force accumulators for m vectors
     // capacity for n neighbours: blocks of 8 starting anywhere below n may read up to 7
     // entries past the end
     static std::size_t padded(std::size_t n) { return (n + 7) / 8 * 8 + 8; }
@@ -197,6 +230,10 @@ class DescriptorCalculator {
     std::vector<double> grad_k_x;       // dE/dd_k of the second neighbour, x component
     std::vector<double> grad_k_y;       // ... y component
     std::vector<double> grad_k_z;       // ... z component
+    std::vector<double> d_cos;          // jvp: cos theta_jik along u
+    std::vector<double> d_fc_prod;      // jvp: fc_prod along u
+    std::vector<double> d_r_jk;         // jvp, type 3: r_jk along u
+    std::vector<double> d_radial;       // jvp: R_u along u                 [u * capacity + t]
 
     void reserve(std::size_t capacity, std::size_t max_params);
   };
@@ -210,28 +247,43 @@ class DescriptorCalculator {
     std::vector<double> weights;          // w_u(r_q) = gauss fc            [u * capacity + q]
     std::vector<double> moments;          // M_u,side[alpha]  [(2 u + side) * n_alpha + alpha]
     std::vector<double> weight_sq_sum;    // sum_q w_u(r_q)^2                               [u]
-    std::vector<double> pair_sums;        // T_u,m                           [u * (K + 1) + m]
-    std::vector<double> adjoints;         // g_u,m = dE/dT_u,m               [u * (K + 1) + m]
-    std::vector<double> coefs;            // B, |alpha| B; (beta_i + 1) B[beta + e_i], i = xyz
-    std::vector<double> s0;               // sum_alpha B n_q^alpha
-    std::vector<double> s1;               // sum_alpha |alpha| B n_q^alpha
-    std::vector<double> s2_x;             // sum_alpha alpha_x B n_q^(alpha - e_x)
-    std::vector<double> s2_y;             // ... alpha_y, e_y
-    std::vector<double> s2_z;             // ... alpha_z, e_z
+    std::vector<double> pair_sums;        // T_u,m (jvp: dT_u,m along u)     [u * (K + 1) + m]
+    std::vector<double> adjoints;         // g_u,m = dE/dT_u,m    [(vector * nu + u) * (K+1) + m]
+    std::vector<double> coefs;            // A = m!/alpha! M_other; (beta_i + 1) A[beta + e_i]
+    // projections of neighbour q on the other side's moments (c-independent, shared by
+    // all vectors of contract_many and by jvp), for one block of MOMENT_BLOCK neighbours:
+    //   P_m(q) = sum_{|alpha| = m} m!/alpha! M_other[alpha] n_q^alpha = sum_k w_k (n_q.n_k)^m
+    //   Q_m,i(q) = dP_m / dn_q,i
+    std::vector<double> proj;       // P_m(q)                         [m * MOMENT_BLOCK + l]
+    std::vector<double> proj_dx;    // Q_m,x(q), m = 1 .. K     [(m - 1) * MOMENT_BLOCK + l]
+    std::vector<double> proj_dy;    // ... Q_m,y
+    std::vector<double> proj_dz;    // ... Q_m,z
+    // jvp: dT_m = sum_q (tan_r - m tan_m) P_m + tan . Q_m (tan_x, tan_y, tan_z)
+    std::vector<double> tan_r;    // dw_q dr_q  (dw = dw/dr, dr_q = n_q . u_q)
+    std::vector<double> tan_m;    // w_q dr_q / r_q
+    std::vector<double> tan_x;    // w_q u_q,x / r_q
+    std::vector<double> tan_y;    // ... y
+    std::vector<double> tan_z;    // ... z
   };
 
   void collect(const Neighbors &nb, int e1, int e2, const Cutoff &fc,
                const std::vector<double> &eta, const std::vector<double> &rs) const;
-  template <bool DERIV>
-  void radial(const RadialGroup &g, const Neighbors &nb, double *G, const double *c,
-              double *v) const;
-  template <bool DERIV>
-  void angular_direct(const AngularGroup &g, double *G, const double *c, double *v) const;
-  template <bool DERIV, bool NARROW, int CT>
-  void angular_direct_t(const AngularGroup &g, double *G, const double *c, double *v) const;
-  template <bool DERIV>
-  void angular_moments(const AngularGroup &g, double *G, const double *c, double *v,
-                       double *cache_out, const double *cache_in) const;
+  void collect_direction(const double *u) const;    // dir_* of the collected neighbours
+  template <Pass PASS>
+  void radial(const RadialGroup &g, const Neighbors &nb, const PassArgs &a) const;
+  template <Pass PASS> void angular_direct(const AngularGroup &g, const PassArgs &a) const;
+  template <Pass PASS, bool NARROW, int CT>
+  void angular_direct_t(const AngularGroup &g, const PassArgs &a) const;
+  template <Pass PASS>
+  void angular_moments(const AngularGroup &g, const PassArgs &a, double *cache_out,
+                       const double *cache_in) const;
+  void moment_tensors(const AngularGroup &g, double *cache_out, const double *cache_in) const;
+  static constexpr int MOMENT_BLOCK = 8;    // neighbours per register block (divides capacity)
+  void moment_coefficients(const AngularGroup &g, const double *Mo) const;
+  void moment_projections(const AngularGroup &g, int q0) const;
+  template <Pass PASS>
+  void evaluate(const Neighbors &nb, const PassArgs &a, double *cache_out,
+                const double *cache_in) const;
   bool use_moments(const AngularGroup &g) const;
 
   int n_functions_ = 0;

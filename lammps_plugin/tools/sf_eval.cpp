@@ -7,13 +7,20 @@
      n_neighbours
      n_neighbours lines: dx dy dz element
      mode: "jacobian" | "contract" followed by n_functions values of dE/dG |
-           "time" followed by a repetition count; any mode may end in "-direct" or
-           "-moments" to force the evaluation of type-9 groups
+           "contract-many" followed by M and M x n_functions values (M vectors) |
+           "jvp" followed by 3 n_neighbours values of the direction u |
+           "time" followed by a repetition count |
+           "time-many" followed by a repetition count and M;
+           any mode may end in "-cached" (compute() fills the per-atom cache that contract,
+           contract-many and jvp then read), "-direct" or "-moments" (the evaluation of
+           type-9 groups), in this order
    Numbers are read with strtod, so nan and inf are accepted (and then rejected by
    validate(), which is what the tests check); exit status 2 for invalid input.
-   Output: the G values (one line), then the Jacobian dG[s][k][a] (one line per s) or the
-   contracted vectors v[k][a] (one line), with 17 significant digits; "time" prints the
-   seconds per compute + contract. */
+   Output: the G values (one line), then the Jacobian dG[s][k][a] (one line per s), the
+   contracted vectors v[k][a] (one line per vector) or the directional derivatives dG[s]
+   (one line), with 17 significant digits; "time" prints the seconds per compute +
+   contract, "time-many" those per compute + contract_many(M) and per compute + M
+   contract() calls. */
 
 #include "kernels/symmetry_functions.h"
 
@@ -99,7 +106,15 @@ int main()
   };
   if (suffix("-direct")) d.set_method(nnmd::DescriptorCalculator::Method::Direct);
   if (suffix("-moments")) d.set_method(nnmd::DescriptorCalculator::Method::Moments);
-  std::vector<double> G(nsf);
+  const bool cached = suffix("-cached");
+  std::vector<double> G(nsf), cache(d.cache_size());
+  double *cache_out = cached && !cache.empty() ? cache.data() : nullptr;
+  const double *cache_in = cache_out;
+  const std::size_t n3 = 3 * static_cast<std::size_t>(n);
+  auto print = [](const double *x, std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) std::printf("%.17g ", x[i]);
+    std::printf("\n");
+  };
   if (mode == "time") {
     int reps = 1;
     if (!read(reps) || reps < 1) {
@@ -116,6 +131,30 @@ int main()
     std::printf("%.6e\n", dt.count() / reps);
     return 0;
   }
+  if (mode == "time-many") {
+    int reps = 1, M = 1;
+    if (!read(reps) || reps < 1 || !read(M) || M < 1) {
+      std::cerr << "sf_eval: time-many needs a repetition count >= 1 and M >= 1\n";
+      return 2;
+    }
+    std::vector<double> c(static_cast<std::size_t>(M) * nsf), v(M * n3);
+    for (std::size_t i = 0; i < c.size(); ++i) c[i] = 0.1 + 0.01 * static_cast<double>(i % 7);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) {
+      d.compute(nb, G.data(), cache_out);
+      d.contract_many(nb, M, c.data(), v.data(), cache_in);
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) {
+      d.compute(nb, G.data(), cache_out);
+      for (int m = 0; m < M; ++m)
+        d.contract(nb, &c[static_cast<std::size_t>(m) * nsf], &v[m * n3], cache_in);
+    }
+    const std::chrono::duration<double> many = t1 - t0,
+                                        loop = std::chrono::steady_clock::now() - t1;
+    std::printf("%.6e %.6e\n", many.count() / reps, loop.count() / reps);
+    return 0;
+  }
   if (mode == "jacobian") {
     std::vector<double> dG(static_cast<std::size_t>(nsf) * n * 3);
     d.jacobian(nb, G.data(), dG.data());
@@ -126,19 +165,36 @@ int main()
         std::printf("%.17g ", dG[static_cast<std::size_t>(s) * 3 * n + q]);
       std::printf("\n");
     }
-  } else if (mode == "contract") {
-    std::vector<double> c(nsf), v(3 * static_cast<std::size_t>(n));
+  } else if (mode == "contract" || mode == "contract-many") {
+    int M = 1;
+    if (mode == "contract-many" && (!read(M) || M < 1)) {
+      std::cerr << "sf_eval: contract-many needs a number of vectors >= 1\n";
+      return 2;
+    }
+    std::vector<double> c(static_cast<std::size_t>(M) * nsf), v(M * n3);
     for (double &x : c)
       if (!read(x)) {
-        std::cerr << "sf_eval: contract needs n_functions values of dE/dG\n";
+        std::cerr << "sf_eval: " << mode << " needs " << c.size() << " values of dE/dG\n";
         return 2;
       }
-    d.compute(nb, G.data());
-    d.contract(nb, c.data(), v.data());
-    for (double g : G) std::printf("%.17g ", g);
-    std::printf("\n");
-    for (double x : v) std::printf("%.17g ", x);
-    std::printf("\n");
+    d.compute(nb, G.data(), cache_out);
+    if (mode == "contract")
+      d.contract(nb, c.data(), v.data(), cache_in);
+    else
+      d.contract_many(nb, M, c.data(), v.data(), cache_in);
+    print(G.data(), G.size());
+    for (int m = 0; m < M; ++m) print(&v[m * n3], n3);
+  } else if (mode == "jvp") {
+    std::vector<double> u(n3), dG(nsf);
+    for (double &x : u)
+      if (!read(x)) {
+        std::cerr << "sf_eval: jvp needs 3 n_neighbours values of the direction\n";
+        return 2;
+      }
+    d.compute(nb, G.data(), cache_out);
+    d.jvp(nb, u.data(), dG.data(), cache_in);
+    print(G.data(), G.size());
+    print(dG.data(), dG.size());
   } else {
     std::cerr << "sf_eval: unknown mode " << mode << "\n";
     return 2;
