@@ -1,16 +1,25 @@
 """Atom-centred symmetry functions: what they are (:mod:`.spec`), their cutoff functions
 (:mod:`.cutoffs`), neighbour lists (:mod:`.neighbors`), their evaluation with analytic
-derivatives (:mod:`.calculator`), the force/virial contraction (:mod:`.contraction`) and
+derivatives (:mod:`.calculator`; by default through the C++ kernels as PyTorch
+operators, :mod:`.ops`), the force/virial contraction (:mod:`.contraction`) and
 automatic parameter generation and pruning (:mod:`.generation`), and the training
 range with extrapolation reports (:mod:`.extrapolation`).
 
 Positions -> :func:`neighbor_pairs` -> :class:`DescriptorCalculator` ->
-:class:`DescriptorValues` (G, dG/dd) -> networks (dE/dG) -> :func:`forces_and_virial`.
+:class:`DescriptorValues` (G; dG/dd or the contraction operator) -> networks (dE/dG) ->
+:func:`forces_and_virial`.
 """
 
 from .. import limits
-from .calculator import DescriptorCalculator, DescriptorValues, pair_tensors
-from .contraction import Contraction, forces_and_virial
+from . import ops
+from .calculator import (
+    BACKENDS,
+    DescriptorCalculator,
+    DescriptorValues,
+    OperatorContraction,
+    pair_tensors,
+)
+from .contraction import Contraction, forces_and_virial, member_forces, pair_gradients
 from .cutoffs import cutoff_function
 from .extrapolation import Extrapolation, TrainingRange, extrapolation
 from .generation import GridSettings, angular_grid, generate, min_distances, prune, radial_grid
@@ -31,6 +40,7 @@ from .spec import (
 
 __all__ = [
     "ANGULAR_TYPES",
+    "BACKENDS",
     "CUTOFF_TYPES",
     "RADIAL_TYPES",
     "SUPPORTED_TYPES",
@@ -40,6 +50,7 @@ __all__ = [
     "DescriptorValues",
     "Extrapolation",
     "GridSettings",
+    "OperatorContraction",
     "PairList",
     "SymmetryFunction",
     "TrainingRange",
@@ -52,9 +63,12 @@ __all__ = [
     "forces_and_virial",
     "generate",
     "limits",
+    "member_forces",
     "min_distances",
     "n2p2_sort_key",
     "neighbor_pairs",
+    "ops",
+    "pair_gradients",
     "pair_tensors",
     "prune",
     "radial_grid",

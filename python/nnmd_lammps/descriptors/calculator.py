@@ -1,31 +1,88 @@
-"""Evaluation of symmetry functions and their analytic derivatives in PyTorch.
+"""Evaluation of symmetry functions and their analytic derivatives.
 
-Implements docs/symmetry_functions.md sections 1-3. Functions sharing a cutoff and
-neighbour elements are evaluated as one group, so that distances, cutoff values and
-angles are computed once per pair or triplet and broadcast over the group's parameters.
-
-:class:`DescriptorCalculator` (the evaluator, as the C++ ``nnmd::DescriptorCalculator``)
-returns :class:`DescriptorValues`: G (one row per atom, one column per symmetry function,
-in the order of the :class:`~nnmd_lammps.descriptors.spec.DescriptorSpec`) and, if asked
-for, ``dG_i/dd_ij`` for every neighbour image j of i: the derivative with respect to the
-displacement vector. Forces and the virial are contractions of it with dE/dG
+Implements docs/symmetry_functions.md sections 1-3. :class:`DescriptorCalculator` (the
+evaluator, as the C++ ``nnmd::DescriptorCalculator``) returns :class:`DescriptorValues`:
+G (one row per atom, one column per symmetry function, in the order of the
+:class:`~nnmd_lammps.descriptors.spec.DescriptorSpec`) and, if asked for, ``dG_i/dd_ij``
+for every neighbour image j of i: the derivative with respect to the displacement vector.
+Forces and the virial are contractions of it with dE/dG
 (:func:`~nnmd_lammps.descriptors.contraction.forces_and_virial`).
+
+Two backends compute the same numbers (the tests hold them equal):
+
+``"ops"`` (the default)
+    the C++ kernels of the LAMMPS plugin as PyTorch operators (:mod:`.ops`), parallel over
+    atoms. Without ``derivatives`` no dG/dd is formed: the values carry a
+    :class:`OperatorContraction`, through which forces and virials are contracted from
+    dE/dG directly (prediction). With ``derivatives`` the dense dG/dd comes from the
+    operator too (training).
+``"torch"``
+    the same formulas in torch tensor operations (every triplet materialised): the
+    fallback when the operator library is missing (one warning), for devices other than
+    the CPU, and an independent second implementation for the tests.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from ..errors import NNMDError
 from .cutoffs import cutoff_function
 from .neighbors import PairList, triplets_of
+from .ops import (
+    Descriptors,
+    NeighborCSR,
+    available,
+    contract,
+    jacobian,
+    symmetry_functions,
+    unavailable_reason,
+)
 from .spec import DescriptorSpec
 
 Tensor = torch.Tensor
 
 #: Triplets processed per chunk (bounds memory to a few tens of MB per group).
 TRIPLET_CHUNK = 1 << 17
+
+#: Descriptor backends (see the module docstring); None or "auto": "ops" when the
+#: operator library is available and the device is the CPU, else "torch".
+BACKENDS = ("ops", "torch")
+
+_fallback_warned = False
+
+
+def _choose_backend(backend: str | None, device: torch.device) -> str:
+    global _fallback_warned
+    if backend not in (None, "auto", *BACKENDS):
+        raise NNMDError(f"unknown descriptor backend {backend!r} (ops, torch or auto)")
+    if backend == "torch":
+        return "torch"
+    if backend == "ops":
+        if device.type != "cpu":
+            raise NNMDError(f"the descriptor operators run on the CPU, not on {device}")
+        if not available():
+            raise NNMDError(f"the descriptor operators are unavailable: {unavailable_reason()}")
+        return "ops"
+    if device.type != "cpu":
+        return "torch"
+    if available():
+        return "ops"
+    if not _fallback_warned:
+        _fallback_warned = True
+        warnings.warn(
+            f"nnmd: the C++ symmetry-function operators are unavailable "
+            f"({unavailable_reason()}); using the torch implementation, which is about "
+            f"20 times slower",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "torch"
 
 
 @dataclass
@@ -54,6 +111,49 @@ class _Group:
 
 
 @dataclass
+class OperatorContraction:
+    """dE/dG -> dE/dd of every pair through the contraction operator (``ops`` backend),
+    without forming dG/dd: the pairs of a :class:`DescriptorValues` as one CSR batch
+    (elements' pairs consecutive, in the order of ``pair_index``)."""
+
+    descriptors: Descriptors
+    csr: NeighborCSR
+    vectors: Tensor  # (P, 3) float64
+    cache: Tensor | None
+    n_rows: list[int]  # atoms per element
+    pair_bounds: list[int]  # element e's pairs: pair_bounds[e]:pair_bounds[e + 1]
+
+    def _flat(self, dEdG: Sequence[Tensor | None], lead: tuple[int, ...]) -> Tensor:
+        parts = []
+        for e, g in enumerate(dEdG):
+            n, S = self.n_rows[e], self.descriptors.num_functions(e)
+            if n == 0:
+                continue
+            if g is None:
+                parts.append(torch.zeros((*lead, n * S), dtype=torch.float64))
+            else:
+                parts.append(g.reshape(*lead, n * S).to(torch.float64))
+        if not parts:
+            return torch.zeros((*lead, 0), dtype=torch.float64)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def _split(self, v: Tensor) -> list[Tensor]:
+        b = self.pair_bounds
+        return [v[..., b[e] : b[e + 1], :] for e in range(len(self.n_rows))]
+
+    def pair_gradients(self, dEdG: Sequence[Tensor | None]) -> list[Tensor]:
+        """v_ij = sum_s dE/dG_is dG_is/dd_ij for each element's pairs, (P_e, 3) float64,
+        from ``dEdG[e]`` (n_e, S_e) (None: zero). Differentiable in dE/dG."""
+        c = self._flat(dEdG, ())
+        return self._split(contract(self.descriptors, self.csr, self.vectors, c, self.cache))
+
+    def member_pair_gradients(self, dEdG: Sequence[Tensor | None], members: int) -> list[Tensor]:
+        """The same for M vectors at once: ``dEdG[e]`` (M, n_e, S_e) -> (M, P_e, 3)."""
+        c = self._flat(dEdG, (members,))
+        return self._split(contract(self.descriptors, self.csr, self.vectors, c, self.cache))
+
+
+@dataclass
 class DescriptorValues:
     """Symmetry functions of a batch of atoms.
 
@@ -66,6 +166,8 @@ class DescriptorValues:
       ``pair_i[e]``, ``pair_j[e]``: global atom indices of centre and neighbour, (P_e,)
       ``pair_d[e]``: displacement vectors d_ij, (P_e, 3)
       ``dGdd[e]``: dG_i/dd_ij, (P_e, S_e, 3), or None without derivatives
+    ``contraction``: with the ``ops`` backend, the contraction operator for these pairs
+    (forces and virials from dE/dG without dG/dd); None with the ``torch`` backend.
     """
 
     n_atoms: int
@@ -77,11 +179,16 @@ class DescriptorValues:
     pair_j: list[Tensor]
     pair_d: list[Tensor]
     dGdd: list[Tensor | None]
+    contraction: OperatorContraction | None = None
 
     def to(self, device: torch.device | str) -> DescriptorValues:
+        """A copy on ``device`` (the contraction operator, CPU-only, is kept only when
+        the device is the CPU)."""
+
         def mv(xs):
             return [None if x is None else x.to(device) for x in xs]
 
+        keep = self.contraction if torch.device(device).type == "cpu" else None
         return DescriptorValues(
             self.n_atoms,
             mv(self.atoms),
@@ -92,17 +199,24 @@ class DescriptorValues:
             mv(self.pair_j),
             mv(self.pair_d),
             mv(self.dGdd),
+            keep,
         )
 
 
 class DescriptorCalculator:
-    """Evaluates the symmetry functions of a :class:`DescriptorSpec`."""
+    """Evaluates the symmetry functions of a :class:`DescriptorSpec`.
+
+    ``backend``: "ops" (the C++ operators), "torch" (the torch implementation) or None /
+    "auto": "ops" when the operator library is available and ``device`` is the CPU, else
+    "torch" (with one warning when the library is missing). ``dtype`` is the dtype of the
+    results (the operators compute in float64)."""
 
     def __init__(
         self,
         spec: DescriptorSpec,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
+        backend: str | None = None,
     ) -> None:
         self.spec = spec
         self.dtype = dtype
@@ -148,10 +262,18 @@ class DescriptorCalculator:
             self.angular_cutoff_max.append(max((g.rc for g in ang), default=0.0))
             self.angular_neighbors.append({n for g in ang for n in g.neighbors})
         self._params = [[g.params(dtype, self.device) for g in gl] for gl in self.groups]
+        self.backend = _choose_backend(backend, self.device)
+        self._ops = Descriptors(spec) if self.backend == "ops" else None
+        self._cutoff_of = torch.tensor(self.cutoff_max, dtype=torch.float64)
 
     @property
     def cutoff(self) -> float:
         return max(self.cutoff_max)
+
+    @property
+    def operators(self) -> Descriptors | None:
+        """The operators' calculators (``ops`` backend), else None."""
+        return self._ops
 
     def num_functions(self, element: int) -> int:
         return len(self.column_order[element])
@@ -166,7 +288,90 @@ class DescriptorCalculator:
     ) -> DescriptorValues:
         """Symmetry functions for atoms of model-element index ``species`` (N,), given
         the full neighbour list ``centers``/``neighbors`` (P,) with displacement
-        vectors ``vectors`` (P, 3) in Angstrom (differentiable if they require grad)."""
+        vectors ``vectors`` (P, 3) in Angstrom (G is differentiable if they require grad;
+        with the ``ops`` backend dG/dd is not: second derivatives are not provided).
+        ``derivatives``: also the dense dG/dd of every pair."""
+        if self.backend == "ops":
+            return self._compute_ops(species, centers, neighbors, vectors, derivatives)
+        return self._compute_torch(species, centers, neighbors, vectors, derivatives)
+
+    def _compute_ops(
+        self,
+        species: Tensor,
+        centers: Tensor,
+        neighbors: Tensor,
+        vectors: Tensor,
+        derivatives: bool,
+    ) -> DescriptorValues:
+        if vectors.device.type != "cpu":
+            raise NNMDError("the descriptor operators take CPU tensors (use backend='torch')")
+        d = vectors if vectors.dtype == torch.float64 else vectors.to(torch.float64)
+        species = species.to(torch.long)
+        centers = centers.to(torch.long)
+        neighbors = neighbors.to(torch.long)
+        n_atoms, nel = int(species.shape[0]), self.num_elements
+        # rows: the atoms grouped by element (ascending index within an element); pairs
+        # within their centre's element cutoff, grouped by row (CSR). numpy's stable
+        # argsort: neighbour lists come nearly grouped by centre, where it is fastest.
+        with torch.no_grad():
+            dist = torch.linalg.vector_norm(d.detach(), dim=1)
+            keep = dist < self._cutoff_of[species[centers]]
+        rows = torch.from_numpy(np.argsort(species.numpy(), kind="stable"))
+        row_of = torch.empty_like(rows)
+        row_of[rows] = torch.arange(n_atoms)
+        if bool(keep.all()):
+            key = row_of[centers]
+            pidx = torch.from_numpy(np.argsort(key.numpy(), kind="stable"))
+        else:
+            pidx = torch.nonzero(keep).flatten()
+            key = row_of[centers[pidx]]
+            pidx = pidx[torch.from_numpy(np.argsort(key.numpy(), kind="stable"))]
+        key = row_of[centers[pidx]]
+        offsets = torch.zeros(n_atoms + 1, dtype=torch.long)
+        torch.cumsum(torch.bincount(key, minlength=n_atoms), 0, out=offsets[1:])
+        pi, pj = centers[pidx], neighbors[pidx]
+        pd = d[pidx]
+        csr = NeighborCSR(species[rows], offsets, species[pj])
+        if derivatives:
+            G, dG = jacobian(self._ops, csr, pd)
+            cache = None
+        else:
+            G, cache = symmetry_functions(self._ops, csr, pd)
+            dG = None
+        counts = torch.bincount(species, minlength=nel).tolist()
+        row_bounds = [0]
+        for n in counts:
+            row_bounds.append(row_bounds[-1] + n)
+        pair_bounds = offsets[row_bounds].tolist()
+        out = DescriptorValues(n_atoms, [], [], [], [], [], [], [], [])
+        dt = self.dtype
+        g0 = j0 = 0
+        for e in range(nel):
+            n, S = counts[e], self.num_functions(e)
+            r0, p0, p1 = row_bounds[e], pair_bounds[e], pair_bounds[e + 1]
+            out.atoms.append(rows[r0 : r0 + n])
+            out.G.append(G[g0 : g0 + n * S].view(n, S).to(dt))
+            out.pair_index.append(pidx[p0:p1])
+            out.pair_row.append(key[p0:p1] - r0)
+            out.pair_i.append(pi[p0:p1])
+            out.pair_j.append(pj[p0:p1])
+            out.pair_d.append(pd[p0:p1].to(dt))
+            out.dGdd.append(
+                None if dG is None else dG[j0 : j0 + (p1 - p0) * S * 3].view(-1, S, 3).to(dt)
+            )
+            g0 += n * S
+            j0 += (p1 - p0) * S * 3
+        out.contraction = OperatorContraction(self._ops, csr, pd, cache, counts, pair_bounds)
+        return out
+
+    def _compute_torch(
+        self,
+        species: Tensor,
+        centers: Tensor,
+        neighbors: Tensor,
+        vectors: Tensor,
+        derivatives: bool,
+    ) -> DescriptorValues:
         dev, dt = vectors.device, self.dtype
         vectors = vectors.to(dt)
         n_atoms = int(species.shape[0])
@@ -373,6 +578,14 @@ def pair_tensors(
     i = torch.from_numpy(pairs.centers).to(dev)
     j = torch.from_numpy(pairs.neighbors).to(dev)
     S = torch.from_numpy(pairs.shifts).to(device=dev, dtype=positions.dtype)
-    owner = torch.from_numpy(pairs.structure).to(dev)
-    d = positions[j] - positions[i] + torch.einsum("pk,pkl->pl", S, cells[owner])
+    owner = pairs.structure
+    if len(owner) and owner[0] == owner[-1]:
+        # one structure (the list is ordered by structure): one small matrix product
+        shift = S @ cells[int(owner[0])]
+    else:
+        # S·H row by row: three (P, 3) gathers of cell vectors, not a (P, 3, 3) one
+        rows = cells.reshape(-1, 3)
+        base = torch.from_numpy(owner).to(dev) * 3
+        shift = S[:, :1] * rows[base] + S[:, 1:2] * rows[base + 1] + S[:, 2:] * rows[base + 2]
+    d = positions[j] - positions[i] + shift
     return i, j, d

@@ -1,7 +1,10 @@
 """Forces and virial from dE/dG: the contraction J^T (dE/dG) (docs/symmetry_functions.md,
-section 6). The one Python implementation, used by prediction and by training (where it
-stays differentiable in the network weights); the C++ one is
-``DescriptorCalculator::contract`` in lammps_plugin/kernels/.
+section 6). One function for prediction and training (where it stays differentiable in
+the network weights). The per-pair vectors v come either from the dense dG/dd
+(``dGdd``, the torch backend and training batches) or, when the descriptors carry no
+dG/dd, from the C++ contraction operator (``contraction``, the ops backend of
+:class:`~nnmd_lammps.descriptors.calculator.DescriptorCalculator`: the kernels'
+``DescriptorCalculator::contract``, as in LAMMPS), without forming dG/dd.
 
 For a pair (i, j) with displacement d_ij = r_j - r_i, v = sum_s (dE/dG_i,s) dG_i,s/dd_ij
 is the derivative of the energy with respect to d_ij; it pushes atom j by -v and atom i
@@ -32,6 +35,68 @@ class PairTerms(Protocol):
     dGdd: list[Tensor | None]
 
 
+class PairContraction(Protocol):
+    """What contracts dE/dG without dG/dd (the ``contraction`` of
+    :class:`~nnmd_lammps.descriptors.calculator.DescriptorValues`, ops backend)."""
+
+    def pair_gradients(self, dEdG: Sequence[Tensor | None]) -> list[Tensor]: ...
+
+    def member_pair_gradients(
+        self, dEdG: Sequence[Tensor | None], members: int
+    ) -> list[Tensor]: ...
+
+
+def _needed(pairs: PairTerms, dEdG: Sequence[Tensor | None]) -> list[int]:
+    """Elements whose pairs contribute: dE/dG given and at least one pair."""
+    return [e for e, g in enumerate(dEdG) if g is not None and pairs.pair_row[e].shape[0] > 0]
+
+
+def _contraction(pairs: PairTerms, needed: list[int]) -> PairContraction | None:
+    """None when dense dG/dd is there for every needed element, else the operator."""
+    if all(pairs.dGdd[e] is not None for e in needed):
+        return None
+    op = getattr(pairs, "contraction", None)
+    if op is None:
+        raise ValueError("descriptors were computed without derivatives")
+    return op
+
+
+def pair_gradients(pairs: PairTerms, dEdG: Sequence[Tensor | None]) -> list[Tensor | None]:
+    """v = dE/dd (P_e, 3) of every pair of each element (None where dE/dG is None or
+    there are no pairs), in the dtype of ``pair_d``."""
+    needed = _needed(pairs, dEdG)
+    op = _contraction(pairs, needed)
+    out: list[Tensor | None] = [None] * len(dEdG)
+    if op is not None:
+        vs = op.pair_gradients(dEdG)
+        for e in needed:
+            out[e] = vs[e].to(pairs.pair_d[e].dtype)
+        return out
+    for e in needed:
+        grad = dEdG[e]
+        out[e] = torch.einsum("ps,psk->pk", grad[pairs.pair_row[e]], pairs.dGdd[e])
+    return out
+
+
+def member_forces(pairs: PairTerms, dEdG: Sequence[Tensor | None], n_atoms: int) -> Tensor:
+    """The forces (M, N, 3) of M sets of dE/dG at once (a committee's members):
+    ``dEdG[e]`` (M, n_e, S_e) or None. With the contraction operator all members are
+    contracted in one call."""
+    needed = _needed(pairs, dEdG)
+    ref = pairs.pair_d[0]
+    members = next((int(g.shape[0]) for g in dEdG if g is not None), 0)
+    f = torch.zeros((members, n_atoms, 3), dtype=ref.dtype, device=ref.device)
+    op = _contraction(pairs, needed)
+    vs = op.member_pair_gradients(dEdG, members) if op is not None else None
+    for e in needed:
+        if vs is not None:
+            v = vs[e].to(ref.dtype)
+        else:
+            v = torch.einsum("mps,psk->mpk", dEdG[e][:, pairs.pair_row[e]], pairs.dGdd[e])
+        f = f.index_add(1, pairs.pair_j[e], -v).index_add(1, pairs.pair_i[e], v)
+    return f
+
+
 @dataclass
 class Contraction:
     """``forces`` (N, 3) eV/Angstrom; ``virial`` (R, 3, 3) eV, each pair's W added to the
@@ -53,7 +118,8 @@ def forces_and_virial(
     n_virial_rows: int = 0,
     atom_virial: bool = False,
 ) -> Contraction:
-    """Contract ``dEdG[e]`` (n_e, S_e) with dG/dd of every pair.
+    """Contract ``dEdG[e]`` (n_e, S_e) with dG/dd of every pair (dense ``dGdd`` if
+    present, else the contraction operator).
 
     ``virial_rows[e]`` (P_e,) says where each pair's virial goes (the centre atom for
     per-atom sums, the structure for per-structure virials) among ``n_virial_rows`` rows;
@@ -65,13 +131,9 @@ def forces_and_virial(
     f = torch.zeros((n_atoms, 3), **opts) if forces else None
     w = torch.zeros((n_virial_rows, 3, 3), **opts) if virial_rows is not None else None
     w_atom = torch.zeros((n_atoms, 3, 3), **opts) if atom_virial else None
-    for e, grad in enumerate(dEdG):
-        dG = pairs.dGdd[e]
-        if dG is None:
-            raise ValueError("descriptors were computed without derivatives")
-        if grad is None or dG.shape[0] == 0:
+    for e, v in enumerate(pair_gradients(pairs, dEdG)):
+        if v is None:
             continue
-        v = torch.einsum("ps,psk->pk", grad[pairs.pair_row[e]], dG)
         if f is not None:
             f = f.index_add(0, pairs.pair_j[e], -v).index_add(0, pairs.pair_i[e], v)
         if w is None and w_atom is None:

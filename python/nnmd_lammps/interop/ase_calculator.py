@@ -28,6 +28,9 @@ class NNMDCalculator(Calculator):
     ``uncertainty=True`` (committee models) ``force_deviation`` and ``energy_deviation``
     per atom and ``max_force_deviation``. Read them from ``calc.results`` or with
     ``calc.get_property("force_deviation", atoms)``.
+
+    ``backend``: the descriptor backend (default: the C++ kernels as PyTorch operators,
+    forces contracted without dG/dd; "torch" for the torch implementation).
     """
 
     implemented_properties = (
@@ -48,10 +51,14 @@ class NNMDCalculator(Calculator):
         model: str | Path | Potential,
         device: str | torch.device = "cpu",
         uncertainty: bool = False,
+        backend: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.potential = model if isinstance(model, Potential) else Potential.load(model, device)
+        if isinstance(model, Potential):
+            self.potential = model
+        else:
+            self.potential = Potential.load(model, device, backend=backend)
         if uncertainty and self.potential.committee_size < 2:
             raise NNMDError(
                 "NNMDCalculator(uncertainty=True) needs a committee model; this one has a "

@@ -2,7 +2,9 @@
 
 Structures -> :func:`make_batch` (neighbour list, displacement vectors) ->
 :class:`~nnmd_lammps.descriptors.DescriptorCalculator` -> element networks (energies and
-dE/dG) -> :func:`~nnmd_lammps.descriptors.forces_and_virial`."""
+dE/dG) -> :func:`~nnmd_lammps.descriptors.forces_and_virial`. With the default (C++
+operator) backend no dG/dd is formed: forces and virials are contracted from dE/dG by the
+kernels, as in LAMMPS; a committee's members are contracted in one call."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 from ase import Atoms
 
 from ..descriptors.calculator import DescriptorCalculator, DescriptorValues, pair_tensors
-from ..descriptors.contraction import forces_and_virial
+from ..descriptors.contraction import forces_and_virial, member_forces
 from ..descriptors.extrapolation import Extrapolation, TrainingRange, extrapolation
 from ..descriptors.neighbors import neighbor_pairs
 from ..descriptors.spec import DescriptorSpec, atomic_number
@@ -105,13 +107,28 @@ def make_batch(
     return StructureBatch(counts, species, pos, cells, i, j, d, owner)
 
 
+def _plain_execution():
+    """TorchScript without the profiling executor's optimisation passes: they cost about
+    0.2 s on the first call of each network and gain nothing on these small MLPs (the
+    networks are a few per cent of an evaluation)."""
+    return torch.jit.optimized_execution(False)
+
+
+def values_need_jacobian(calculator: DescriptorCalculator) -> bool:
+    """Whether forces from ``calculator``'s descriptors need the dense dG/dd (the torch
+    backend) or are contracted by the operator (the ops backend)."""
+    return calculator.backend == "torch"
+
+
 class Potential:
     """A model ready for prediction: descriptor calculator, element networks (a committee's
     mean), the optional repulsion baseline and the training range.
 
     ``network`` is anything with ``energy_and_gradient(element, G)`` (the scripted
     module of a model file, or an :class:`~nnmd_lammps.model.networks.HDNNP` during
-    training); for uncertainties also ``committee_energy_and_gradient``."""
+    training); for uncertainties also ``committee_energy_and_gradient``. ``backend``: the
+    descriptor backend (:class:`~nnmd_lammps.descriptors.DescriptorCalculator`; default:
+    the C++ operators when available)."""
 
     def __init__(
         self,
@@ -121,6 +138,7 @@ class Potential:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float64,
         description: ModelDescription | None = None,
+        backend: str | None = None,
     ) -> None:
         self.spec = spec
         self.network = network
@@ -130,12 +148,16 @@ class Potential:
         self.description = description
         self.device = torch.device(device)
         self.dtype = dtype
-        self.calculator = DescriptorCalculator(spec, dtype=dtype, device=self.device)
+        self.calculator = DescriptorCalculator(
+            spec, dtype=dtype, device=self.device, backend=backend
+        )
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Potential:
+    def load(
+        cls, path: str | Path, device: str | torch.device = "cpu", backend: str | None = None
+    ) -> Potential:
         m = load_model(path, device)
-        return cls(m.spec, m.module, m.metadata, device=device)
+        return cls(m.spec, m.module, m.metadata, device=device, backend=backend)
 
     @property
     def elements(self) -> list[str]:
@@ -168,6 +190,8 @@ class Potential:
     def descriptors_of(
         self, structures: Sequence[Atoms], derivatives: bool = True
     ) -> tuple[StructureBatch, DescriptorValues]:
+        """The batch of ``structures`` and its descriptors (``derivatives``: with the
+        dense dG/dd)."""
         batch = make_batch(structures, self.elements, self.cutoff, self.dtype, self.device)
         values = self.calculator.compute(
             batch.species, batch.centers, batch.neighbors, batch.vectors, derivatives=derivatives
@@ -221,7 +245,9 @@ class Potential:
         atomic_virials: bool,
         uncertainty: bool,
     ) -> list[Prediction]:
-        batch, values = self.descriptors_of(structures, derivatives)
+        # the operator backend contracts dE/dG without dG/dd; the torch one needs it
+        dense = derivatives and values_need_jacobian(self.calculator)
+        batch, values = self.descriptors_of(structures, dense)
         n = values.n_atoms
         opts = {"dtype": self.dtype, "device": self.device}
         e_atom = torch.zeros(n, **opts)
@@ -229,13 +255,11 @@ class Potential:
         member_e = torch.zeros((self.committee_size, n), **opts) if uncertainty else None
         member_grads = []
         for e in range(len(self.elements)):
+            with _plain_execution():
+                energy, grad, energies_m, grads_m = self._networks(e, values.G[e], uncertainty)
             if uncertainty:
-                energies_m, grads_m = self.network.committee_energy_and_gradient(e, values.G[e])
-                energy, grad = energies_m.mean(0), grads_m.mean(0)
                 member_e[:, values.atoms[e]] = energies_m
                 member_grads.append(grads_m)
-            else:
-                energy, grad = self.network.energy_and_gradient(e, values.G[e])
             e_atom[values.atoms[e]] = energy
             grads.append(grad)
         f = w_atom = w_lmp = None
@@ -251,12 +275,7 @@ class Potential:
             f, w_atom, w_lmp = c.forces, c.virial, c.atom_virial
         f_dev = e_dev = None
         if uncertainty:
-            member_f = torch.stack(
-                [
-                    forces_and_virial(values, [g[m] for g in member_grads], n).forces
-                    for m in range(self.committee_size)
-                ]
-            )
+            member_f = member_forces(values, member_grads, n)
             f_dev = ((member_f - member_f.mean(0)) ** 2).sum(2).mean(0).sqrt()
             e_dev = ((member_e - member_e.mean(0)) ** 2).mean(0).sqrt()
         rep = self.repulsion
@@ -322,6 +341,15 @@ class Potential:
                 )
             )
         return out
+
+    def _networks(self, e: int, G: torch.Tensor, committee: bool) -> tuple:
+        """Energies and dE/dG of element e's atoms (the committee mean), and with
+        ``committee`` each member's (else None, None)."""
+        if committee:
+            energies_m, grads_m = self.network.committee_energy_and_gradient(e, G)
+            return energies_m.mean(0), grads_m.mean(0), energies_m, grads_m
+        energy, grad = self.network.energy_and_gradient(e, G)
+        return energy, grad, None, None
 
     def _extrapolation(self, values: DescriptorValues, n: int) -> Extrapolation | None:
         ranges = self.training_range
