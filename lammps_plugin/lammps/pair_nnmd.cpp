@@ -432,8 +432,10 @@ void PairNNMD::compute(int eflag, int vflag)
 
   // pass 2: forces F_j = -sum_i dE_i/dd_ij, F_i = +sum_j dE_i/dd_ij; virial W = -sum d (x) v.
   // Uncertainty steps: the same for the deviation of each member's dE/dG from the mean,
-  // into member_forces (M - 1 members: the deviations of all M sum to zero)
+  // into member_forces (M - 1 members: the deviations of all M sum to zero), all M
+  // contractions of an atom in one contract_many() (rows: mean, deviations 1 .. M - 1)
   const int K = 3 * (committee - 1);    // member_forces per atom
+  const int rows = deviations ? committee : 1;
   if (deviations)
     member_forces.assign(static_cast<std::size_t>(atom->nlocal + atom->nghost) * K, 0.0);
   for (int e = 0; e < nelements; ++e) {
@@ -443,10 +445,20 @@ void PairNNMD::compute(int eflag, int vflag)
       const int i = local_atoms[e][r];
       gather(i, e);
       const std::size_t m = nb.size();
-      if (v.size() < 3 * m) v.resize(3 * m);
+      if (v.size() < rows * 3 * m) v.resize(rows * 3 * m);
       const std::size_t C = calculators[e]->cache_size();
       const double *atom_cache = C ? &cache[e][C * r] : nullptr;
-      calculators[e]->contract(nb, &dEdG[e][static_cast<std::size_t>(r) * S], v.data(), atom_cache);
+      const double *mean = &dEdG[e][static_cast<std::size_t>(r) * S];
+      if (deviations) {
+        contract_rows.resize(static_cast<std::size_t>(rows) * S);
+        std::copy_n(mean, S, contract_rows.begin());
+        for (int mem = 0; mem + 1 < committee; ++mem)
+          std::copy_n(&member_dEdG[e][(static_cast<std::size_t>(mem) * n + r) * S], S,
+                      contract_rows.begin() + static_cast<std::size_t>(mem + 1) * S);
+        calculators[e]->contract_many(nb, rows, contract_rows.data(), v.data(), atom_cache);
+      } else {
+        calculators[e]->contract(nb, mean, v.data(), atom_cache);
+      }
       for (std::size_t k = 0; k < m; ++k) {
         const int j = nb_index[k];
         const double vx = v[3 * k], vy = v[3 * k + 1], vz = v[3 * k + 2];
@@ -475,14 +487,13 @@ void PairNNMD::compute(int eflag, int vflag)
       }
       if (!deviations) continue;
       for (int mem = 0; mem + 1 < committee; ++mem) {
-        const double *dev = &member_dEdG[e][(static_cast<std::size_t>(mem) * n + r) * S];
-        calculators[e]->contract(nb, dev, v.data(), atom_cache);
+        const double *dv = &v[(mem + 1) * 3 * m];
         double *fi = &member_forces[static_cast<std::size_t>(i) * K + 3 * mem];
         for (std::size_t k = 0; k < m; ++k) {
           double *fj = &member_forces[static_cast<std::size_t>(nb_index[k]) * K + 3 * mem];
           for (int a = 0; a < 3; ++a) {
-            fj[a] -= v[3 * k + a];
-            fi[a] += v[3 * k + a];
+            fj[a] -= dv[3 * k + a];
+            fi[a] += dv[3 * k + a];
           }
         }
       }
@@ -871,8 +882,8 @@ double PairNNMD::memory_usage()
   for (std::size_t e = 0; e < member_E.size(); ++e)
     bytes += sizeof(double) * (member_E[e].capacity() + member_dEdG[e].capacity());
   bytes += sizeof(double) *
-          (nb.x.capacity() * 4 + v.capacity() + member_forces.capacity() +
-           extrapolating.capacity() + 4.0 * nmax_peratom) +
+          (nb.x.capacity() * 4 + v.capacity() + contract_rows.capacity() +
+           member_forces.capacity() + extrapolating.capacity() + 4.0 * nmax_peratom) +
       sizeof(int) * (nb.elem.capacity() + nb_index.capacity());
   return bytes;
 }

@@ -96,8 +96,9 @@ class PairNNMD : public Pair {
   std::vector<std::vector<double>> G, dEdG, Eatom, cache;
   std::vector<std::vector<double>> member_E, member_dEdG;    // committee: M x (n | n x S)
   nnmd::Neighbors nb;
-  std::vector<int> nb_index;    // LAMMPS index j of each neighbour in nb
-  std::vector<double> v;        // dE/dd per neighbour
+  std::vector<int> nb_index;            // LAMMPS index j of each neighbour in nb
+  std::vector<double> v;                // dE/dd per neighbour (uncertainty steps: M rows)
+  std::vector<double> contract_rows;    // uncertainty steps: an atom's mean dE/dG, M - 1 deviations
   // extrapolating atoms of this rank on the current step: tag, element, worst function,
   // its value, its excursion, count (6 doubles each)
   std::vector<double> extrapolating;
