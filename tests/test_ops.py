@@ -1,0 +1,577 @@
+"""The C++ symmetry-function kernels as PyTorch operators (python/nnmd_lammps/descriptors/
+ops.py, lammps_plugin/torch_ops/ops.cpp): G against the independent oracle
+tests/reference.py for every cutoff type and function type, the contraction (forces,
+virial) against finite differences of the oracle, the autograd formulas by gradcheck,
+the operators' own identities (Jacobian, adjoint, several vectors, cache, threads), the
+torch fallback equal to the operators, and the fallback (with one warning) when the
+library is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+
+from nnmd_lammps.descriptors import (
+    DescriptorCalculator,
+    DescriptorSpec,
+    SymmetryFunction,
+    forces_and_virial,
+    ops,
+)
+from nnmd_lammps.descriptors.contraction import member_forces
+from nnmd_lammps.errors import NNMDError
+from nnmd_lammps.model import (
+    ModelDescription,
+    NetworkSpec,
+    Potential,
+    ScalingParams,
+    build_hdnnp,
+    make_batch,
+)
+
+from conftest import REPO, mixed_functions
+from reference import g_ref
+
+ELEMENTS = ["H", "C", "O"]
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def library_loaded():
+    assert ops.available(), f"operator library missing: {ops.unavailable_reason()}"
+
+
+def functions_as_dicts(spec: DescriptorSpec) -> dict:
+    return {e: [sf.to_dict() for sf in fs] for e, fs in spec.functions.items()}
+
+
+def small_cell(seed: int = 3, symbols: str = "HCOH") -> Atoms:
+    """A triclinic cell much smaller than the cutoff: many images of every atom,
+    including images of the centre itself."""
+    cell = np.array([[2.1, 0.0, 0.0], [0.7, 2.3, 0.0], [-0.4, 0.5, 2.2]])
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        atoms = Atoms(symbols, scaled_positions=rng.random((len(symbols), 3)), cell=cell, pbc=True)
+        if atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)].min() > 0.8:
+            return atoms
+    raise RuntimeError("could not place atoms")
+
+
+CLUSTER = Atoms(
+    "OHCHOC",
+    positions=[
+        [0.0, 0.0, 0.0],
+        [0.96, 0.0, 0.1],
+        [-0.3, 0.9, -0.2],
+        [1.2, 1.9, 1.1],
+        [-1.1, -0.6, 0.8],
+        [0.5, -1.2, -0.9],
+    ],
+)
+
+
+def ops_values(structures, spec, derivatives=False, method=None):
+    calc = DescriptorCalculator(spec, backend="ops")
+    if method is not None:
+        calc.operators.set_method(method)
+    batch = make_batch(structures, spec.elements, spec.cutoff)
+    values = calc.compute(
+        batch.species, batch.centers, batch.neighbors, batch.vectors, derivatives=derivatives
+    )
+    return calc, batch, values
+
+
+def rows_of(values, n_atoms) -> list[list[float]]:
+    rows: list = [None] * n_atoms
+    for e in range(len(values.G)):
+        for k, a in enumerate(values.atoms[e].tolist()):
+            rows[a] = values.G[e][k].tolist()
+    return rows
+
+
+# --- G against the oracle -------------------------------------------------------------------
+
+CUTOFFS = [(0, 0.0), (1, 0.0), (1, 0.3), (2, 0.0), (3, 0.0), (4, 0.2), (5, 0.1), (6, 0.0)]
+CUTOFFS += [(7, 0.25), (8, 0.4)]
+
+
+@pytest.mark.parametrize("ctype,alpha", CUTOFFS)
+def test_symmetry_functions_match_reference(ctype, alpha):
+    """Every cutoff type, radial and both angular types (integer and non-integer zeta),
+    three elements, a periodic triclinic cell smaller than the cutoff and a cluster."""
+    spec = DescriptorSpec(ELEMENTS, mixed_functions(ELEMENTS, 3.0, ctype, alpha))
+    cell_atoms = small_cell(seed=ctype)
+    structures = [cell_atoms, CLUSTER]
+    _, _, values = ops_values(structures, spec)
+    got = rows_of(values, len(cell_atoms) + len(CLUSTER))
+    ref = []
+    for a in structures:
+        ref += g_ref(
+            a.get_chemical_symbols(), a.positions, a.cell[:], a.pbc, functions_as_dicts(spec)
+        )
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-13)
+    assert max(abs(x) for row in ref for x in row) > 0.1  # not vacuous
+
+
+@pytest.mark.parametrize("method", ["direct", "moments", "auto"])
+def test_type9_evaluations_match_reference(method):
+    """Type 9 through the triplet sum and through the moment tensors (integer zeta)."""
+    fns = {
+        e: [
+            SymmetryFunction(9, e, (a, b), eta, 3.4, rs, lam, zeta, 6, 0.1)
+            for a, b in (("H", "H"), ("H", "O"), ("O", "O"))
+            for eta, rs, lam, zeta in ((0.1, 0.0, 1.0, 1.0), (0.3, 0.4, -1.0, 3.0), (0.05, 0, 1, 6))
+        ]
+        for e in ("H", "O")
+    }
+    spec = DescriptorSpec(["H", "O"], fns)
+    atoms = small_cell(seed=8, symbols="HOHO")
+    _, _, values = ops_values([atoms], spec, method=method)
+    ref = g_ref(atoms.get_chemical_symbols(), atoms.positions, atoms.cell[:], atoms.pbc, fns_d(fns))
+    for g, r in zip(rows_of(values, len(atoms)), ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-13)
+
+
+def fns_d(fns) -> dict:
+    return {e: [sf.to_dict() for sf in fs] for e, fs in fns.items()}
+
+
+# --- forces and virial against finite differences of the oracle ------------------------------
+
+
+def reference_energy(atoms: Atoms, spec: DescriptorSpec, c: list[np.ndarray]) -> float:
+    """E = sum_i c_i . G_i with the oracle's G (c: per element, (n_e, S_e))."""
+    G = g_ref(atoms.get_chemical_symbols(), atoms.positions, atoms.cell[:], atoms.pbc,
+              functions_as_dicts(spec))  # fmt: skip
+    index = spec.element_index
+    rows = [0] * len(spec.elements)
+    total = 0.0
+    for sym, g in zip(atoms.get_chemical_symbols(), G, strict=True):
+        e = index[sym]
+        total += float(np.dot(c[e][rows[e]], g))
+        rows[e] += 1
+    return total
+
+
+def strained(atoms: Atoms, eps: np.ndarray) -> Atoms:
+    a = atoms.copy()
+    a.set_cell(a.cell[:] @ (np.eye(3) + eps).T, scale_atoms=False)
+    a.positions = atoms.positions @ (np.eye(3) + eps).T
+    return a
+
+
+@pytest.mark.parametrize("case", ["small_cell", "cluster"])
+def test_contraction_matches_finite_differences_of_reference(case):
+    """Forces F = -dE/dr and virial W = -sum d (x) v from the contraction operator equal
+    central differences of E = sum_i c_i . G_i(reference) in positions and strain."""
+    fns = {
+        e: [
+            SymmetryFunction(2, e, ("H",), 0.4, 3.0, 0.5, cutoff_type=1),
+            SymmetryFunction(2, e, ("O",), 0.2, 3.0, 0.0, cutoff_type=7, cutoff_alpha=0.2),
+            SymmetryFunction(3, e, ("H", "O"), 0.1, 2.9, 0.0, -1.0, 2.0, 2),
+            SymmetryFunction(3, e, ("H", "H"), 0.05, 3.0, 0.3, 1.0, 1.5, 4, 0.1),
+            SymmetryFunction(9, e, ("O", "O"), 0.1, 3.0, 0.0, 1.0, 3.0, 6),
+            SymmetryFunction(9, e, ("H", "O"), 0.2, 2.8, 0.2, -1.0, 2.5, 5, 0.3),
+        ]
+        for e in ("H", "O")
+    }
+    spec = DescriptorSpec(["H", "O"], fns)
+    if case == "small_cell":
+        atoms = small_cell(seed=5, symbols="HOHO")
+    else:
+        atoms = Atoms("OHHOH", positions=CLUSTER.positions[:5])
+    _, _, values = ops_values([atoms], spec)
+    assert values.dGdd == [None, None] and values.contraction is not None
+    rng = np.random.default_rng(2)
+    c = [rng.normal(size=tuple(g.shape)) for g in values.G]
+    n = len(atoms)
+    res = forces_and_virial(
+        values,
+        [torch.from_numpy(x) for x in c],
+        n,
+        virial_rows=[torch.zeros(len(p), dtype=torch.long) for p in values.pair_i],
+        n_virial_rows=1,
+    )
+    h = 1e-5
+    fd = np.zeros((n, 3))
+    for i in range(n):
+        for k in range(3):
+            a = atoms.copy()
+            a.positions[i, k] += h
+            ep = reference_energy(a, spec, c)
+            a.positions[i, k] -= 2 * h
+            em = reference_energy(a, spec, c)
+            fd[i, k] = -(ep - em) / (2 * h)
+    scale = np.abs(fd).max()
+    assert scale > 1e-2
+    np.testing.assert_allclose(res.forces.numpy(), fd, atol=1e-7 * scale)
+    if case != "small_cell":
+        return
+    dE = np.zeros((3, 3))
+    for a_ in range(3):
+        for b_ in range(3):
+            eps = np.zeros((3, 3))
+            eps[a_, b_] = h
+            dE[a_, b_] = (
+                reference_energy(strained(atoms, eps), spec, c)
+                - reference_energy(strained(atoms, -eps), spec, c)
+            ) / (2 * h)
+    # d_a -> d_a + eps_ab d_b: dE/deps_ab = sum v_a d_b, and W = -sum d (x) v
+    np.testing.assert_allclose(res.virial[0].numpy(), -dE.T, atol=1e-7 * np.abs(dE).max())
+
+
+# --- the operators' own identities ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch3():
+    """Three elements, two structures (small cell and cluster), the operator inputs."""
+    spec = DescriptorSpec(ELEMENTS, mixed_functions(ELEMENTS, 3.0, 6, 0.1))
+    calc, _, values = ops_values([small_cell(4), CLUSTER], spec)
+    contraction = values.contraction
+    return calc, values, contraction
+
+
+def test_jacobian_equals_unit_contractions_and_jvp(batch3):
+    con = batch3[2]
+    desc, csr, d = con.descriptors, con.csr, con.vectors
+    G, dG = ops.jacobian(desc, csr, d)
+    G2, cache = ops.symmetry_functions(desc, csr, d)
+    assert torch.equal(G, G2)
+    T, P = G.shape[0], d.shape[0]
+    # row blocks (n_i, S_i, 3) -> a dense (T, P, 3) Jacobian
+    J = torch.zeros(T, P, 3, dtype=F64)
+    S_of = [desc.num_functions(e) for e in range(3)]
+    off, g0, j0 = csr.offsets.tolist(), 0, 0
+    for i, e in enumerate(csr.species.tolist()):
+        n, S = off[i + 1] - off[i], S_of[e]
+        block = dG[j0 : j0 + n * S * 3].view(n, S, 3)
+        J[g0 : g0 + S, off[i] : off[i + 1]] = block.transpose(0, 1)
+        g0, j0 = g0 + S, j0 + n * S * 3
+    assert g0 == T and j0 == dG.shape[0]
+    rng = torch.Generator().manual_seed(0)
+    c = torch.randn(4, T, generator=rng, dtype=F64)
+    u = torch.randn(4, P, 3, generator=rng, dtype=F64)
+    v = ops.contract(desc, csr, d, c, cache)
+    np.testing.assert_allclose(v, torch.einsum("mt,tpk->mpk", c, J), rtol=1e-12, atol=1e-12)
+    g = ops.jvp(desc, csr, d, u, cache)
+    np.testing.assert_allclose(g, torch.einsum("tpk,mpk->mt", J, u), rtol=1e-12, atol=1e-12)
+    # several vectors equal one by one, with and without the cache
+    for m in range(4):
+        assert torch.equal(ops.contract(desc, csr, d, c[m], cache), v[m])
+        np.testing.assert_allclose(ops.contract(desc, csr, d, c[m]), v[m], rtol=1e-12, atol=1e-13)
+        assert torch.equal(ops.jvp(desc, csr, d, u[m], cache), g[m])
+    # adjoint: <J^T c, u> = <c, J u>
+    assert float((v * u).sum()) == pytest.approx(float((c * g).sum()), rel=1e-12)
+    assert float(J.abs().max()) > 0.1
+
+
+def test_thread_count_does_not_change_results(batch3):
+    _, _, con = batch3
+    desc, csr, d = con.descriptors, con.csr, con.vectors
+    c = torch.linspace(-1, 1, sum(int(x.numel()) for x in batch3[1].G), dtype=F64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = (ops.symmetry_functions(desc, csr, d)[0], ops.contract(desc, csr, d, c))
+        torch.set_num_threads(2)
+        two = (ops.symmetry_functions(desc, csr, d)[0], ops.contract(desc, csr, d, c))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_input_errors(batch3):
+    _, _, con = batch3
+    desc, csr, d = con.descriptors, con.csr, con.vectors
+    zero = d.clone()
+    zero[5] = 0.0
+    with pytest.raises(RuntimeError, match="zero length"):
+        ops.symmetry_functions(desc, csr, zero)
+    bad = ops.NeighborCSR(csr.species.clone(), csr.offsets, csr.neighbor_species)
+    bad.species[0] = 7
+    with pytest.raises(RuntimeError, match="not an element index"):
+        ops.symmetry_functions(desc, bad, d)
+    with pytest.raises(RuntimeError, match="entries per vector"):
+        ops.contract(desc, csr, d, torch.zeros(3, dtype=F64))
+    T = sum(int(g.numel()) for g in batch3[1].G)
+    with pytest.raises(RuntimeError, match="cache"):
+        ops.contract(desc, csr, d, torch.zeros(T, dtype=F64), torch.ones(2, dtype=F64))
+    # float32 input is converted
+    G32 = ops.symmetry_functions(desc, csr, d.float())[0]
+    assert G32.dtype == F64
+    np.testing.assert_allclose(G32, ops.symmetry_functions(desc, csr, d)[0], rtol=1e-5, atol=1e-6)
+    table = ops.function_table(
+        DescriptorSpec(["H"], {"H": [SymmetryFunction(2, "H", ("H",), 1, 2)]})
+    )
+    table[0, 6] = -1.0  # rc
+    with pytest.raises(RuntimeError, match="cutoff radius must be positive"):
+        torch.classes.nnmd.Descriptors(1, table)
+
+
+# --- autograd -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_batch():
+    """A small problem for gradcheck: four atoms of two elements, every function type."""
+    fns = {
+        e: [
+            SymmetryFunction(2, e, ("H",), 0.4, 3.0, 0.5, cutoff_type=1),
+            SymmetryFunction(3, e, ("H", "O"), 0.1, 3.0, 0.0, -1.0, 2.0, 6),
+            SymmetryFunction(9, e, ("H", "H"), 0.1, 3.0, 0.0, 1.0, 3.0, 5, 0.2),
+            SymmetryFunction(9, e, ("O", "O"), 0.1, 3.0, 0.0, -1.0, 1.5, 4),
+        ]
+        for e in ("H", "O")
+    }
+    spec = DescriptorSpec(["H", "O"], fns)
+    atoms = Atoms(
+        "HOHOH",
+        positions=[[0, 0, 0], [1.0, 0.2, 0], [0.1, 1.1, 0.3], [1.2, 1.0, 1.1], [-0.9, 0.4, -0.7]],
+    )
+    _, _, values = ops_values([atoms], spec)
+    con = values.contraction
+    return con.descriptors, con.csr, con.vectors.detach().clone()
+
+
+def test_gradcheck_symmetry_functions(small_batch):
+    desc, csr, d = small_batch
+    x = d.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: ops.symmetry_functions(desc, csr, v)[0], (x,))
+    assert torch.autograd.gradcheck(lambda v: ops.jacobian(desc, csr, v)[0], (x,))
+
+
+def test_gradcheck_contract_and_jvp(small_batch):
+    desc, csr, d = small_batch
+    G, cache = ops.symmetry_functions(desc, csr, d)
+    gen = torch.Generator().manual_seed(1)
+    c = torch.randn(2, G.shape[0], generator=gen, dtype=F64, requires_grad=True)
+    u = torch.randn(d.shape[0], 3, generator=gen, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: ops.contract(desc, csr, d, x, cache), (c,))
+    assert torch.autograd.gradcheck(lambda x: ops.jvp(desc, csr, d, x, cache), (u,))
+    # the backward formulas are themselves differentiable (jvp <-> contract)
+    assert torch.autograd.gradgradcheck(lambda x: ops.contract(desc, csr, d, x, cache), (c,))
+    assert torch.autograd.gradgradcheck(lambda x: ops.jvp(desc, csr, d, x), (u,))
+
+
+def test_first_derivative_by_autograd_is_the_contraction(small_batch):
+    desc, csr, d = small_batch
+    x = d.clone().requires_grad_(True)
+    G, cache = ops.symmetry_functions(desc, csr, x)
+    c = torch.linspace(-1.0, 2.0, G.shape[0], dtype=F64)
+    (grad,) = torch.autograd.grad((G * c).sum(), x)
+    assert torch.equal(grad, ops.contract(desc, csr, d, c, cache))
+
+
+def test_second_derivatives_in_the_vectors_raise(small_batch):
+    desc, csr, d = small_batch
+    x = d.clone().requires_grad_(True)
+    G, _ = ops.symmetry_functions(desc, csr, x)
+    (grad,) = torch.autograd.grad(G.sum(), x, create_graph=True)
+    with pytest.raises(ops.SecondDerivativeError, match="second derivatives"):
+        grad.pow(2).sum().backward()
+    _, dG = ops.jacobian(desc, csr, x)
+    with pytest.raises(ops.SecondDerivativeError):
+        dG.sum().backward()
+    c = torch.ones(G.shape[0], dtype=F64)
+    with pytest.raises(ops.SecondDerivativeError):
+        ops.contract(desc, csr, x, c).sum().backward()
+
+
+def test_force_loss_trains_through_contract(small_batch):
+    """Forces from dE/dG (differentiable in the weights) through ``contract`` from
+    vectors without grad: the weight gradient equals the one through the dense Jacobian."""
+    desc, csr, d = small_batch
+    G, dG = ops.jacobian(desc, csr, d)
+    w = torch.linspace(0.5, 1.5, G.shape[0], dtype=F64, requires_grad=True)
+    c = torch.tanh(G * w)  # stands for dE/dG of a network with weights w
+    loss_op = ops.contract(desc, csr, d, c).pow(2).sum()
+    (g_op,) = torch.autograd.grad(loss_op, w, retain_graph=True)
+    # dense: v_p = sum_s c_s J[s, p]
+    S = [desc.num_functions(e) for e in range(2)]
+    off, g0, j0, parts = csr.offsets.tolist(), 0, 0, []
+    for i, e in enumerate(csr.species.tolist()):
+        n = off[i + 1] - off[i]
+        block = dG[j0 : j0 + n * S[e] * 3].view(n, S[e], 3)
+        parts.append(torch.einsum("s,psk->pk", c[g0 : g0 + S[e]], block))
+        g0, j0 = g0 + S[e], j0 + n * S[e] * 3
+    (g_dense,) = torch.autograd.grad(torch.cat(parts).pow(2).sum(), w)
+    np.testing.assert_allclose(g_op, g_dense, rtol=1e-12, atol=1e-14)
+    assert float(g_op.abs().max()) > 1e-3
+
+
+# --- the torch fallback equals the operators -------------------------------------------------
+
+
+def test_fallback_descriptors_equal_operators(ternary_potential):
+    pot = ternary_potential
+    rng = np.random.default_rng(5)
+    cell = np.array([[4.0, 0.3, 0.0], [0.0, 3.8, 0.2], [0.5, 0.0, 4.2]])
+    structures = [
+        Atoms("CNCuCNCu", scaled_positions=rng.random((6, 3)), cell=cell, pbc=True),
+        Atoms("CuCN", positions=[[0, 0, 0], [1.9, 0.1, 0], [0.2, 1.7, 0.6]]),
+    ]
+    batch = make_batch(structures, pot.elements, pot.cutoff)
+    args = (batch.species, batch.centers, batch.neighbors, batch.vectors)
+    a = DescriptorCalculator(pot.spec, backend="ops").compute(*args)
+    b = DescriptorCalculator(pot.spec, backend="torch").compute(*args)
+    assert a.contraction is not None and b.contraction is None
+    for e in range(3):
+        for name in ("atoms", "pair_index", "pair_row", "pair_i", "pair_j"):
+            assert torch.equal(getattr(a, name)[e], getattr(b, name)[e]), name
+        assert torch.equal(a.pair_d[e], b.pair_d[e])
+        np.testing.assert_allclose(a.G[e], b.G[e], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a.dGdd[e], b.dGdd[e], rtol=1e-10, atol=1e-13)
+        assert a.G[e].shape[0] > 0 and float(a.dGdd[e].abs().max()) > 0.01
+
+
+def committee_potential(backend: str) -> Potential:
+    elements = ["H", "O"]
+    torch.manual_seed(7)
+    spec = DescriptorSpec(elements, mixed_functions(elements, 4.0, 1))
+    desc = ModelDescription(committee=3)
+    for e in elements:
+        n = spec.num_functions(e)
+        desc.networks[e] = NetworkSpec([n, 6, 1], ["tanh", "identity"])
+        desc.scaling[e] = ScalingParams(
+            "scale", -1.0, 1.0, [0.0] * n, [2.0] * n, [1.0] * n, [1.0] * n
+        )
+        desc.energy_shift[e] = -2.0
+    desc.energy_scale = 0.5
+    module = build_hdnnp(elements, desc)
+    return Potential(spec, module, description=desc, backend=backend)
+
+
+def test_fallback_predictions_equal_operators():
+    """Energies, forces, virials, per-atom virials, stress and committee deviations."""
+    pots = {b: committee_potential(b) for b in ("ops", "torch")}
+    assert pots["ops"].calculator.backend == "ops"
+    assert pots["torch"].calculator.backend == "torch"
+    water = bulk("Cu", "fcc", a=3.0, cubic=True).repeat((2, 1, 1))
+    water.set_chemical_symbols(["O", "H", "H", "O", "H", "H", "O", "H"])
+    water.rattle(0.15, seed=3)
+    cluster = Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.3, 0.9, 0.1]])
+    preds = {
+        b: p.evaluate([water, cluster], atomic_virials=True, uncertainty=True)
+        for b, p in pots.items()
+    }
+    for a, b in zip(preds["ops"], preds["torch"], strict=True):
+        assert a.energy == pytest.approx(b.energy, rel=1e-13)
+        for name in ("forces", "atomic_virials", "force_deviation", "energy_deviation"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a.virial, b.virial, rtol=1e-10, atol=1e-12)
+    assert preds["ops"][0].stress is not None and preds["ops"][1].stress is None
+    np.testing.assert_allclose(preds["ops"][0].stress, preds["torch"][0].stress, atol=1e-12)
+    assert np.abs(preds["ops"][0].forces).max() > 0.01
+    assert preds["ops"][0].max_force_deviation > 1e-4
+
+
+def test_member_forces_equal_one_contraction_per_member():
+    pot = committee_potential("ops")
+    atoms = small_cell(seed=2, symbols="OHHOHH")
+    _, values = pot.descriptors_of([atoms], derivatives=False)
+    gen = torch.Generator().manual_seed(3)
+    grads = [torch.randn(3, g.shape[0], g.shape[1], generator=gen, dtype=F64) for g in values.G]
+    together = member_forces(values, grads, len(atoms))
+    for m in range(3):
+        alone = forces_and_virial(values, [g[m] for g in grads], len(atoms)).forces
+        np.testing.assert_allclose(together[m], alone, rtol=1e-13, atol=1e-13)
+    # and through the dense Jacobian of the torch backend
+    _, dense = Potential(pot.spec, pot.network, backend="torch").descriptors_of([atoms])
+    np.testing.assert_allclose(member_forces(dense, grads, len(atoms)), together, atol=1e-11)
+
+
+def test_stress_matches_finite_differences():
+    """The stress of a prediction through the operator against strain differences of the
+    energy (a triclinic cell smaller than the cutoff)."""
+    pot = committee_potential("ops")
+    atoms = small_cell(seed=6, symbols="OHHOHH")
+    pred = pot.evaluate([atoms])[0]
+    h = 1e-6
+    fd = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            eps = np.zeros((3, 3))
+            eps[a, b] = eps[b, a] = 0.5 * h
+            ep = pot.evaluate([strained(atoms, eps)], forces=False, stress=False)[0].energy
+            em = pot.evaluate([strained(atoms, -eps)], forces=False, stress=False)[0].energy
+            # the symmetric strain moves eps_ab and eps_ba: twice the derivative off the
+            # diagonal
+            fd[a, b] = (ep - em) / h / (1.0 if a == b else 2.0)
+    stress = fd / atoms.get_volume()  # ASE: sigma = (1/V) dE/deps
+    np.testing.assert_allclose(pred.stress, stress, atol=1e-7 * np.abs(stress).max())
+    assert np.abs(stress).max() > 1e-3
+
+
+# --- backends and the missing library ---------------------------------------------------------
+
+
+def test_backend_choice():
+    spec = DescriptorSpec(["H"], {"H": [SymmetryFunction(2, "H", ("H",), 1.0, 2.0)]})
+    assert DescriptorCalculator(spec).backend == "ops"
+    assert DescriptorCalculator(spec, backend="torch").operators is None
+    with pytest.raises(NNMDError, match="unknown descriptor backend"):
+        DescriptorCalculator(spec, backend="fortran")
+    with pytest.raises(NNMDError, match="CPU"):
+        DescriptorCalculator(spec, device="meta", backend="ops")
+
+
+MISSING = """
+import warnings
+import numpy as np
+from ase.build import bulk
+from nnmd_lammps.descriptors import DescriptorCalculator, DescriptorSpec, SymmetryFunction
+from nnmd_lammps.errors import NNMDError
+from nnmd_lammps.model import make_batch
+fns = [
+    SymmetryFunction(2, "Cu", ("Cu",), 0.5, 4.0),
+    SymmetryFunction(9, "Cu", ("Cu", "Cu"), 0.1, 4.0, 0.0, 1.0, 2.0),
+]
+spec = DescriptorSpec(["Cu"], {"Cu": fns})
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    a = DescriptorCalculator(spec)
+    b = DescriptorCalculator(spec)
+print("backends", a.backend, b.backend)
+print("warnings", len(caught), caught[0].category.__name__ if caught else "")
+print("message", caught[0].message if caught else "")
+try:
+    DescriptorCalculator(spec, backend="ops")
+except NNMDError as err:
+    print("explicit", err)
+atoms = bulk("Cu", "fcc", a=3.6)
+batch = make_batch([atoms], ["Cu"], 4.0)
+G = a.compute(batch.species, batch.centers, batch.neighbors, batch.vectors).G[0]
+print("G", " ".join(repr(float(x)) for x in G.flatten()))
+"""
+
+
+def test_missing_library_falls_back_with_one_warning(tmp_path):
+    env = dict(os.environ, NNMD_OPS_LIBRARY=str(tmp_path / "absent" / ops.LIBRARY_NAME))
+    out = subprocess.run(
+        [sys.executable, "-c", MISSING], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines["backends"] == "torch torch"
+    assert lines["warnings"] == "1 RuntimeWarning"
+    assert "operators are unavailable" in lines["message"] and "does not exist" in lines["message"]
+    assert "unavailable" in lines["explicit"]
+    # the fallback computes what the operators compute
+    fns = [
+        SymmetryFunction(2, "Cu", ("Cu",), 0.5, 4.0),
+        SymmetryFunction(9, "Cu", ("Cu", "Cu"), 0.1, 4.0, 0.0, 1.0, 2.0),
+    ]
+    spec = DescriptorSpec(["Cu"], {"Cu": fns})
+    _, _, values = ops_values([bulk("Cu", "fcc", a=3.6)], spec)
+    got = np.array(lines["G"].split(), dtype=float)
+    np.testing.assert_allclose(got, values.G[0].flatten().numpy(), rtol=1e-12)
+    assert got.min() > 0.1
