@@ -30,9 +30,12 @@
          row i's block is (n_i, S_i, 3) [pair, function, component]; with the rows grouped
          by element each element's block is its (P_e, S_e, 3) array.
 
-   Atoms are evaluated in parallel (at::parallel_for); each worker takes a private copy
-   of the calculators from a pool (the kernels' workspaces are not thread-safe). Empty
-   `cache` tensors mean "no cache" (the contraction then recomputes the moments). */
+   Kernel calls per atom: compute (symmetry_functions), contract or, for M > 1 vectors,
+   one contract_many (contract), jvp per vector (jvp), compute + contract_many with the
+   S unit vectors (jacobian). Atoms are evaluated in parallel (at::parallel_for); each
+   worker takes a private copy of the calculators from a pool (the kernels' workspaces
+   are not thread-safe). Empty `cache` tensors mean "no cache" (contract and jvp then
+   recompute the moment tensors). */
 
 #include "kernels/symmetry_functions.h"
 
@@ -57,7 +60,7 @@ constexpr int64_t GRAIN = 4;    // atoms per parallel chunk at least
 struct Worker {
   std::vector<nnmd::DescriptorCalculator> calc;
   nnmd::Neighbors nb;
-  std::vector<double> scratch, scratch_g;
+  std::vector<double> c, v, cache;    // gathered vectors, their contractions, one atom's cache
 };
 
 class Descriptors : public torch::CustomClassHolder {
@@ -291,15 +294,24 @@ at::Tensor contract(const DescriptorsPtr &D, const at::Tensor &species, const at
   double *vp = v.data_ptr<double>();
   const int64_t T = b.total(), P3 = 3 * b.n_pairs;
   for_each_row(*D, b, [&](Worker &w, int64_t i) {
+    const nnmd::DescriptorCalculator &calc = w.calc[b.sp[i]];
     const double *atom_cache = cache_ptr(ch, b, i);
+    if (M == 1) {
+      calc.contract(w.nb, cp + b.g_off[i], vp + 3 * b.off[i], atom_cache);
+      return;
+    }
+    // all M vectors in one kernel call: gather this atom's rows of c, scatter its rows of v
+    const int64_t S = calc.size(), n3 = 3 * static_cast<int64_t>(w.nb.size());
+    w.c.resize(static_cast<std::size_t>(M * S));
+    w.v.resize(static_cast<std::size_t>(M * n3));
+    for (int64_t m = 0; m < M; ++m) std::copy_n(cp + m * T + b.g_off[i], S, w.c.data() + m * S);
+    calc.contract_many(w.nb, static_cast<int>(M), w.c.data(), w.v.data(), atom_cache);
     for (int64_t m = 0; m < M; ++m)
-      w.calc[b.sp[i]].contract(w.nb, cp + m * T + b.g_off[i], vp + m * P3 + 3 * b.off[i],
-                               atom_cache);
+      std::copy_n(w.v.data() + m * n3, n3, vp + m * P3 + 3 * b.off[i]);
   });
   return v;
 }
 
-// J u through the kernels' dense Jacobian of each atom
 at::Tensor jvp(const DescriptorsPtr &D, const at::Tensor &species, const at::Tensor &offsets,
                const at::Tensor &neighbor_species, const at::Tensor &vectors, const at::Tensor &u,
                const at::Tensor &cache)
@@ -308,7 +320,7 @@ at::Tensor jvp(const DescriptorsPtr &D, const at::Tensor &species, const at::Ten
   const int64_t M = n_vectors(u, 2, "u");
   TORCH_CHECK(u.size(-1) == 3 && u.size(-2) == b.n_pairs, "nnmd: u must be (", b.n_pairs,
               ", 3) per vector");
-  checked_cache(cache, b);    // (the Jacobian does not use it)
+  const at::Tensor ch = checked_cache(cache, b);
   const at::Tensor uu = u.to(at::kDouble).contiguous();
   at::Tensor g = u.dim() == 2 ? at::empty({b.total()}, uu.options())
                               : at::empty({M, b.total()}, uu.options());
@@ -316,25 +328,14 @@ at::Tensor jvp(const DescriptorsPtr &D, const at::Tensor &species, const at::Ten
   double *gp = g.data_ptr<double>();
   const int64_t T = b.total(), P3 = 3 * b.n_pairs;
   for_each_row(*D, b, [&](Worker &w, int64_t i) {
-    const nnmd::DescriptorCalculator &calc = w.calc[b.sp[i]];
-    const int64_t S = calc.size(), n = static_cast<int64_t>(w.nb.size());
-    w.scratch.resize(static_cast<std::size_t>(S * n * 3));
-    w.scratch_g.resize(static_cast<std::size_t>(S));
-    calc.jacobian(w.nb, w.scratch_g.data(), w.scratch.data());
-    for (int64_t m = 0; m < M; ++m) {
-      const double *ui = up + m * P3 + 3 * b.off[i];
-      double *gi = gp + m * T + b.g_off[i];
-      for (int64_t s = 0; s < S; ++s) {
-        const double *js = w.scratch.data() + s * n * 3;
-        double sum = 0.0;
-        for (int64_t k = 0; k < 3 * n; ++k) sum += js[k] * ui[k];
-        gi[s] = sum;
-      }
-    }
+    const double *atom_cache = cache_ptr(ch, b, i);
+    for (int64_t m = 0; m < M; ++m)
+      w.calc[b.sp[i]].jvp(w.nb, up + m * P3 + 3 * b.off[i], gp + m * T + b.g_off[i], atom_cache);
   });
   return g;
 }
 
+// G and the dense Jacobian: one contract_many per atom with the S unit vectors
 std::tuple<at::Tensor, at::Tensor> jacobian(const DescriptorsPtr &D, const at::Tensor &species,
                                             const at::Tensor &offsets,
                                             const at::Tensor &neighbor_species,
@@ -352,13 +353,19 @@ std::tuple<at::Tensor, at::Tensor> jacobian(const DescriptorsPtr &D, const at::T
   for_each_row(*D, b, [&](Worker &w, int64_t i) {
     const nnmd::DescriptorCalculator &calc = w.calc[b.sp[i]];
     const int64_t S = calc.size(), n = static_cast<int64_t>(w.nb.size());
-    w.scratch.resize(static_cast<std::size_t>(S * n * 3));
-    calc.jacobian(w.nb, g + b.g_off[i], w.scratch.data());
+    w.cache.resize(calc.cache_size());
+    double *atom_cache = w.cache.empty() ? nullptr : w.cache.data();
+    calc.compute(w.nb, g + b.g_off[i], atom_cache);
+    if (S == 0 || n == 0) return;
+    w.c.assign(static_cast<std::size_t>(S * S), 0.0);
+    for (int64_t s = 0; s < S; ++s) w.c[s * S + s] = 1.0;
+    w.v.resize(static_cast<std::size_t>(S * n * 3));
+    calc.contract_many(w.nb, static_cast<int>(S), w.c.data(), w.v.data(), atom_cache);
     // kernel layout [s][k][a] -> [k][s][a]
     double *out = dg + j_off[i];
     for (int64_t s = 0; s < S; ++s)
       for (int64_t k = 0; k < n; ++k)
-        for (int a = 0; a < 3; ++a) out[(k * S + s) * 3 + a] = w.scratch[(s * n + k) * 3 + a];
+        for (int a = 0; a < 3; ++a) out[(k * S + s) * 3 + a] = w.v[(s * n + k) * 3 + a];
   });
   return {G, dG};
 }
