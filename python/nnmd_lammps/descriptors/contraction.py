@@ -138,6 +138,10 @@ def forces_and_virial(
             f = f.index_add(0, pairs.pair_j[e], -v).index_add(0, pairs.pair_i[e], v)
         if w is None and w_atom is None:
             continue
+        if w is not None and w_atom is None and n_virial_rows == 1:
+            # one row (a single structure): W = -sum_p d_p (x) v_p as one matrix product
+            w = w - (pairs.pair_d[e].T @ v)[None]
+            continue
         pair_w = -pairs.pair_d[e][:, :, None] * v[:, None, :]
         if w is not None:
             w = w.index_add(0, virial_rows[e], pair_w)

@@ -262,17 +262,19 @@ class Potential:
                 member_grads.append(grads_m)
             e_atom[values.atoms[e]] = energy
             grads.append(grad)
-        f = w_atom = w_lmp = None
+        nstruct = len(structures)
+        f = w_struct = w_lmp = None
         if derivatives:
+            # each pair's virial goes straight to its structure
             c = forces_and_virial(
                 values,
                 grads,
                 n,
-                virial_rows=values.pair_i,
-                n_virial_rows=n,
+                virial_rows=[batch.owner[i] for i in values.pair_i],
+                n_virial_rows=nstruct,
                 atom_virial=atomic_virials,
             )
-            f, w_atom, w_lmp = c.forces, c.virial, c.atom_virial
+            f, w_struct, w_lmp = c.forces, c.virial, c.atom_virial
         f_dev = e_dev = None
         if uncertainty:
             member_f = member_forces(values, member_grads, n)
@@ -289,24 +291,20 @@ class Potential:
                 batch.neighbors,
                 batch.vectors,
                 n,
-                virial_rows=batch.centers,
-                n_virial_rows=n,
+                virial_rows=batch.owner[batch.centers],
+                n_virial_rows=nstruct,
                 atom_virial=atomic_virials,
             )
             e_atom = e_atom + r.energies
             if derivatives:
                 f = f + r.forces
-                w_atom = w_atom + r.virial
+                w_struct = w_struct + r.virial
                 if w_lmp is not None:
                     w_lmp = w_lmp + r.atom_virial
         extrap = self._extrapolation(values, n)
-        nstruct = len(structures)
         energies = torch.zeros(nstruct, **opts)
         energies.index_add_(0, batch.owner, e_atom)
-        virials = None
-        if w_atom is not None:
-            virials = torch.zeros((nstruct, 3, 3), **opts)
-            virials.index_add_(0, batch.owner, w_atom)
+        virials = w_struct
 
         def part(x: torch.Tensor | None, sl: slice) -> np.ndarray | None:
             return None if x is None else x[sl].cpu().numpy()
