@@ -77,8 +77,8 @@ CLUSTER = Atoms(
 )
 
 
-def ops_values(structures, spec, derivatives=False, method=None):
-    calc = DescriptorCalculator(spec, backend="ops")
+def ops_values(structures, spec, derivatives=False, method=None, backend="ops"):
+    calc = DescriptorCalculator(spec, backend=backend)
     if method is not None:
         calc.operators.set_method(method)
     batch = make_batch(structures, spec.elements, spec.cutoff)
@@ -102,14 +102,16 @@ CUTOFFS = [(0, 0.0), (1, 0.0), (1, 0.3), (2, 0.0), (3, 0.0), (4, 0.2), (5, 0.1),
 CUTOFFS += [(7, 0.25), (8, 0.4)]
 
 
+@pytest.mark.parametrize("backend", ["ops", "torch"])
 @pytest.mark.parametrize("ctype,alpha", CUTOFFS)
-def test_symmetry_functions_match_reference(ctype, alpha):
+def test_symmetry_functions_match_reference(ctype, alpha, backend):
     """Every cutoff type, radial and both angular types (integer and non-integer zeta),
-    three elements, a periodic triclinic cell smaller than the cutoff and a cluster."""
+    three elements, a periodic triclinic cell smaller than the cutoff and a cluster; the
+    operators and the torch fallback."""
     spec = DescriptorSpec(ELEMENTS, mixed_functions(ELEMENTS, 3.0, ctype, alpha))
     cell_atoms = small_cell(seed=ctype)
     structures = [cell_atoms, CLUSTER]
-    _, _, values = ops_values(structures, spec)
+    _, _, values = ops_values(structures, spec, backend=backend)
     got = rows_of(values, len(cell_atoms) + len(CLUSTER))
     ref = []
     for a in structures:
@@ -472,6 +474,15 @@ def test_fallback_predictions_equal_operators():
     np.testing.assert_allclose(preds["ops"][0].stress, preds["torch"][0].stress, atol=1e-12)
     assert np.abs(preds["ops"][0].forces).max() > 0.01
     assert preds["ops"][0].max_force_deviation > 1e-4
+    # atoms without neighbours, a batch without any atom of one element, no pairs at all
+    lone = Atoms("HOH", positions=[[0, 0, 0], [0.96, 0, 0], [30, 0, 0]])
+    for batch in ([Atoms("H")], [Atoms("O2", positions=[[0, 0, 0], [1.2, 0, 0]])], [lone]):
+        a, b = (pots[k].evaluate(batch, atomic_virials=True)[0] for k in ("ops", "torch"))
+        assert a.energy == pytest.approx(b.energy, rel=1e-13)
+        np.testing.assert_allclose(a.forces, b.forces, atol=1e-12)
+        np.testing.assert_allclose(a.atomic_virials, b.atomic_virials, atol=1e-12)
+    assert np.abs(a.forces[2]).max() == 0.0 and np.abs(a.forces[0]).max() > 1e-3
+    assert pots["ops"].evaluate([]) == []
 
 
 def test_member_forces_equal_one_contraction_per_member():
