@@ -4,12 +4,14 @@
                                       [--profile] [--hdnnp-plugin PATH]
 
 For each case and number of MPI ranks: `repeats` runs in separate `lmp` processes (a
-3-step warm-up, then the timed run; the rank counts alternate within each repeat);
-reports the median µs/atom/step (wall time of LAMMPS's main loop / (steps x atoms)), the
-peak resident memory per rank (whole lmp process: LAMMPS, libtorch, the model), the
-parallel efficiency t(1) / (n t(n)), and the ratio to the reference potentials timed in
-the same invocation. Results are also written to benchmarks/results/<timestamp>.json
-with a description of the machine.
+3-step warm-up, then the timed run; the cases and rank counts alternate within each
+repeat); reports the median µs/atom/step (wall time of LAMMPS's main loop / (steps x
+atoms)), the peak resident memory per rank (whole lmp process: LAMMPS, libtorch, the
+model), the parallel efficiency t(1) / (n t(n)), the ratio to the reference potentials
+timed in the same invocation and, for cases with a baseline (the committee and
+extrapolation-check cases: the single network with the same descriptors), the ratio to
+that baseline. Results are also written to benchmarks/results/<timestamp>.json with a
+description of the machine.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Case:
     description: str
     reference: bool = False  # a reference potential (SW, EAM, SNAP)
     needs: list[Path] = field(default_factory=list)
+    baseline: str | None = None  # a case timed alongside, for the ratio to it
 
 
 def water_setup(model: Path, replicate: int = 1) -> list[str]:
@@ -158,12 +161,72 @@ def build_cases(quick: bool) -> dict[str, Case]:
     return cases
 
 
+def same_descriptors(a: Path, b: Path) -> str:
+    """Empty if models a and b have the same elements, cutoff, symmetry functions, network
+    architecture and repulsion (a fair pair for timing a committee against a single
+    network); otherwise what differs."""
+    from nnmd_lammps.model.modelfile import read_metadata
+
+    ma, mb = read_metadata(a), read_metadata(b)
+    keys = ("elements", "cutoff", "symmetry_functions", "networks", "repulsion")
+    return ", ".join(k for k in keys if ma.get(k) != mb.get(k))
+
+
+def committee_cases(cu_model: Path, committee: Path, quick: bool) -> dict[str, Case]:
+    """The cost of a committee of 4 and of the extrapolation checks, each against the single
+    network with the same descriptors (extrapolation ignore everywhere else, so that each
+    case differs from the baseline by one feature)."""
+    steps = max(10, int(50 * (0.3 if quick else 1.0)))
+
+    def case(name: str, model: Path, options: str, what: str) -> Case:
+        pair = [f"pair_style nnmd {options}", f"pair_coeff * * {model} Cu"]
+        return Case(
+            name,
+            lattice_setup("fcc", 3.61, 10, 63.546, pair),
+            steps,
+            f"demo Cu, 4000 atoms, {what}",
+            baseline=None if name == "cu_single" else "cu_single",
+        )
+
+    return {
+        c.name: c
+        for c in (
+            case("cu_single", cu_model, "extrapolation ignore", "single network"),
+            case(
+                "cu_committee",
+                committee,
+                "extrapolation ignore",
+                "committee of 4, mean only",
+            ),
+            case(
+                "cu_committee_unc10",
+                committee,
+                "extrapolation ignore uncertainty every 10",
+                "committee of 4, deviations every 10 steps",
+            ),
+            case(
+                "cu_committee_unc1",
+                committee,
+                "extrapolation ignore uncertainty every 1",
+                "committee of 4, deviations every step",
+            ),
+            case(
+                "cu_single_extrap",
+                cu_model,
+                "extrapolation warn",
+                "single network, extrapolation checks every step",
+            ),
+        )
+    }
+
+
 def add_model_cases(
     cases: dict[str, Case],
     water_model: Path | None,
     cu_model: Path | None,
     quick: bool,
     hdnnp: Path | None = None,
+    cu_committee: Path | None = None,
 ) -> None:
     s = 0.3 if quick else 1.0
     if hdnnp is not None and water_model is not None:
@@ -215,11 +278,18 @@ def add_model_cases(
             max(3, int(20 * s)),
             "demo Cu potential, 32000 atoms",
         )
+        if cu_committee is not None:
+            cases.update(committee_cases(cu_model, cu_committee, quick))
 
 
 LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
+CPU_USE = re.compile(r"^(\S+)% CPU use with", re.M)
 SECTION = re.compile(r"^(Pair|Neigh|Comm|Output|Modify|Other)\s+\|\s+(\S+)\s+\|\s+(\S+)")
-PHASE = re.compile(r"^  (descriptors \(pass 1\)|networks \(libtorch\)|forces \(pass 2\))\s+(\S+)")
+PHASE = re.compile(
+    r"^  (descriptors \(pass 1\)|extrapolation checks|networks \(libtorch\)|forces \(pass 2\))"
+    r"\s+(\S+)"
+)
+PHASES = ("descriptors", "extrapolation", "networks", "forces")
 
 
 def breakdown(log: str) -> dict[str, float]:
@@ -233,18 +303,20 @@ def breakdown(log: str) -> dict[str, float]:
             out[m.group(1).lower()] = float(m.group(3))  # avg time
         m = PHASE.match(line)
         if m:
-            out[m.group(1).split(" (")[0]] = float(m.group(2))
+            out[m.group(1).split()[0]] = float(m.group(2))
     return out
 
 
 def run_case(
     case: Case, nprocs: int, workdir: Path, profile: bool = False
-) -> tuple[float, int, float, dict]:
+) -> tuple[float, int, float, dict, float]:
     """One timed run: returns (µs/atom/step, atoms, peak RSS per rank in MB, seconds per
-    section of the timed run)."""
+    section of the timed run, CPU µs/atom/step). The last is the wall time times LAMMPS's
+    "% CPU use" of the loop: the time the ranks actually ran, which a shared machine's
+    other processes disturb less than the wall time."""
     deck = workdir / f"in.{case.name}"
     setup = [
-        c + " profile yes" if profile and c.strip() == "pair_style nnmd" else c for c in case.setup
+        c + " profile yes" if profile and c.startswith("pair_style nnmd") else c for c in case.setup
     ]
     lines = [
         *setup,
@@ -286,8 +358,10 @@ def run_case(
         )
     t, _, steps, natoms = loops[-1]
     us = float(t) / (int(steps) * int(natoms)) * 1e6
+    cpu = CPU_USE.findall(log)
+    cpu_us = us * float(cpu[-1]) / 100 if cpu else float("nan")
     rss = [int(p.read_text()) / 1024 for p in workdir.glob(prefix.name + ".*")]
-    return us, int(natoms), max(rss), breakdown(log)
+    return us, int(natoms), max(rss), breakdown(log), cpu_us
 
 
 def machine() -> dict:
@@ -316,7 +390,7 @@ def machine() -> dict:
     return info
 
 
-def prepare_models(workdir: Path) -> tuple[Path | None, Path | None]:
+def prepare_models(workdir: Path) -> tuple[Path | None, Path | None, Path | None]:
     water = None
     if (SHARED / "n2p2" / "H2O_RPBE-D3").is_dir():
         water = workdir / "h2o.pt"
@@ -336,7 +410,13 @@ def prepare_models(workdir: Path) -> tuple[Path | None, Path | None]:
             capture_output=True,
         )
     cu = ROOT / "demo_output" / "cu.pt"
-    return water, (cu if cu.exists() else None)
+    committee = ROOT / "demo_output" / "cu_committee.pt"
+    if not (cu.exists() and committee.exists()):
+        committee = None
+    elif differs := same_descriptors(cu, committee):
+        print(f"note: {committee} and {cu} differ in {differs}: committee cases skipped")
+        committee = None
+    return water, (cu if cu.exists() else None), committee
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ranks = [int(x) for x in args.ranks.split(",")]
     work = Path(tempfile.mkdtemp(prefix="nnmd-bench-"))
-    water, cu = prepare_models(work)
+    water, cu, cu_committee = prepare_models(work)
     cases = build_cases(args.quick)
     add_model_cases(
         cases,
@@ -368,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         cu,
         args.quick,
         Path(args.hdnnp_plugin).resolve() if args.hdnnp_plugin else None,
+        cu_committee,
     )
     if args.cases:
         wanted = args.cases.split(",")
@@ -375,23 +456,32 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             print(f"unknown or unavailable case(s): {sorted(unknown)}; available: {sorted(cases)}")
             return 2
+        # a case's baseline runs with it
+        wanted += [cases[k].baseline for k in wanted if cases[k].baseline not in (None, *wanted)]
         cases = {k: v for k, v in cases.items() if k in wanted}
     if water is None:
         print(f"note: {SHARED} absent: water cases skipped")
     if cu is None:
         print("note: demo_output/cu.pt absent (run `make demo`): Cu model cases skipped")
     rows = []
-    for name, case in cases.items():
-        # the rank counts alternate within each repeat, so that a slow spell of a shared
-        # machine affects all of them alike (parallel efficiency is a ratio of two medians)
-        runs = {n: [] for n in ranks}
-        for _ in range(args.repeats):
+    # the cases and rank counts alternate within each repeat, so that a slow spell of a
+    # shared machine affects all of them alike (ratios are taken within one invocation)
+    runs = {(name, n): [] for name in cases for n in ranks}
+    for rep in range(args.repeats):
+        for name, case in cases.items():
             for n in ranks:
-                runs[n].append(run_case(case, n, work, args.profile))
+                runs[name, n].append(run_case(case, n, work, args.profile))
+                print(
+                    f"  repeat {rep + 1}/{args.repeats} {name} ranks={n}: "
+                    f"{runs[name, n][-1][0]:.3f} µs/atom/step, CPU {runs[name, n][-1][4]:.3f}",
+                    flush=True,
+                )
+    for name, case in cases.items():
         for n in ranks:
-            times = [r[0] for r in runs[n]]
-            natoms = runs[n][0][1]
-            mems = [r[2] for r in runs[n]]
+            times = [r[0] for r in runs[name, n]]
+            cpu_times = [r[4] for r in runs[name, n]]
+            natoms = runs[name, n][0][1]
+            mems = [r[2] for r in runs[name, n]]
             med = statistics.median(times)
             rows.append(
                 {
@@ -403,15 +493,28 @@ def main(argv: list[str] | None = None) -> int:
                     "repeats": args.repeats,
                     "us_per_atom_step": med,
                     "us_per_atom_step_all": times,
+                    "cpu_us_per_atom_step": statistics.median(cpu_times),
+                    "cpu_us_per_atom_step_all": cpu_times,
                     "peak_rss_mb_per_rank": max(mems),
                     "reference": case.reference,
-                    "sections_s": runs[n][
+                    "sections_s": runs[name, n][
                         min(range(len(times)), key=lambda i: abs(times[i] - med))
                     ][3],
                 }
             )
+            if case.baseline is not None:
+                rows[-1]["baseline"] = case.baseline
+                for key, k, own in (("", 0, times), ("cpu_", 4, cpu_times)):
+                    base = [r[k] for r in runs[case.baseline, n]]
+                    rows[-1][key + "ratio_to_baseline"] = statistics.median(
+                        own
+                    ) / statistics.median(base)
+                    # per repeat: the two runs of a repeat are at most minutes apart
+                    rows[-1][key + "ratio_to_baseline_per_repeat"] = [
+                        t / b for t, b in zip(own, base, strict=True)
+                    ]
             print(
-                f"{name:14s} ranks={n} atoms={natoms:6d} "
+                f"{name:20s} ranks={n} atoms={natoms:6d} "
                 f"{med:10.3f} µs/atom/step (best {min(times):.3f}) "
                 f"{max(mems):8.1f} MB/rank",
                 flush=True,
@@ -438,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     print()
     hdr = (
-        f"{'case':14s} {'ranks':>5s} {'atoms':>6s} {'µs/atom/step':>13s} {'MB/rank':>8s} "
+        f"{'case':20s} {'ranks':>5s} {'atoms':>6s} {'µs/atom/step':>13s} {'CPU µs':>8s} "
+        f"{'MB/rank':>8s} "
         f"{'par.eff':>7s} {'x SW':>8s} {'x EAM':>8s} {'/ SNAP':>8s}"
     )
     print(hdr)
@@ -449,10 +553,34 @@ def main(argv: list[str] | None = None) -> int:
         eam = f"{r['ratio_to_eam_cu']:.1f}" if "ratio_to_eam_cu" in r else ""
         snap = f"{1 / r['ratio_to_snap_cu']:.2f}" if "ratio_to_snap_cu" in r else ""
         print(
-            f"{r['case']:14s} {r['ranks']:5d} {r['atoms']:6d} {r['us_per_atom_step']:13.3f} "
-            f"{r['peak_rss_mb_per_rank']:8.1f} {eff:>7s} {sw:>8s} {eam:>8s} {snap:>8s}"
+            f"{r['case']:20s} {r['ranks']:5d} {r['atoms']:6d} {r['us_per_atom_step']:13.3f} "
+            f"{r['cpu_us_per_atom_step']:8.3f} {r['peak_rss_mb_per_rank']:8.1f} "
+            f"{eff:>7s} {sw:>8s} {eam:>8s} {snap:>8s}"
         )
-    print("(x SW, x EAM: time relative to the reference; / SNAP: SNAP's time / this case's)")
+    print(
+        "(CPU µs: µs/atom/step times LAMMPS's % CPU use; x SW, x EAM: time relative to the "
+        "reference; / SNAP: SNAP's time / this case's)"
+    )
+    based = [r for r in rows if "ratio_to_baseline" in r]
+    if based:
+        print()
+        print(
+            "relative to the baseline timed in the same invocation (time per atom-step; "
+            "wall: LAMMPS's loop time, CPU: times its % CPU use)"
+        )
+        print(
+            f"{'case':20s} {'ranks':>5s} {'baseline':12s} {'wall: medians':>14s} "
+            f"{'per repeat':>11s} {'CPU: medians':>13s} {'per repeat':>11s}"
+        )
+        for r in based:
+            per = statistics.median(r["ratio_to_baseline_per_repeat"])
+            cpu_per = statistics.median(r["cpu_ratio_to_baseline_per_repeat"])
+            print(
+                f"{r['case']:20s} {r['ranks']:5d} {r['baseline']:12s} "
+                f"{r['ratio_to_baseline']:14.3f} {per:11.3f} "
+                f"{r['cpu_ratio_to_baseline']:13.3f} {cpu_per:11.3f}"
+            )
+        print("(per repeat: the median over repeats of the ratio within each repeat)")
     for r in rows:
         if "ratio_to_hdnnp" in r:
             print(
@@ -462,8 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print()
         print("where the time goes (median run; % of the main loop)")
-        keys = ["descriptors", "networks", "forces", "neigh", "comm", "modify", "other"]
-        print(f"{'case':14s} {'ranks':>5s} " + " ".join(f"{k:>12s}" for k in keys))
+        keys = [*PHASES, "neigh", "comm", "modify", "other"]
+        print(f"{'case':20s} {'ranks':>5s} " + " ".join(f"{k:>12s}" for k in keys))
         for r in rows:
             sec = r["sections_s"]
             total = sum(
@@ -473,13 +601,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             # pair nnmd's phases include the force call of the run's setup: use their shares
             # of LAMMPS's Pair time
-            phases = sum(sec[k] for k in ("descriptors", "networks", "forces"))
-            share = {
-                k: sec[k] / phases * sec.get("pair", 0.0)
-                for k in ("descriptors", "networks", "forces")
-            }
+            phases = sum(sec.get(k, 0.0) for k in PHASES)
+            share = {k: sec.get(k, 0.0) / phases * sec.get("pair", 0.0) for k in PHASES}
             vals = " ".join(f"{100 * share.get(k, sec.get(k, 0.0)) / total:11.1f}%" for k in keys)
-            print(f"{r['case']:14s} {r['ranks']:5d} {vals}")
+            print(f"{r['case']:20s} {r['ranks']:5d} {vals}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
