@@ -77,8 +77,8 @@ def _choose_backend(backend: str | None, device: torch.device) -> str:
         _fallback_warned = True
         warnings.warn(
             f"nnmd: the C++ symmetry-function operators are unavailable "
-            f"({unavailable_reason()}); using the torch implementation, which is about "
-            f"20 times slower",
+            f"({unavailable_reason()}); using the torch implementation, more than ten "
+            f"times slower",
             RuntimeWarning,
             stacklevel=3,
         )
