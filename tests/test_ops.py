@@ -525,6 +525,25 @@ def test_stress_matches_finite_differences():
 # --- backends and the missing library ---------------------------------------------------------
 
 
+def test_calculator_pickles_and_copies():
+    """Worker processes (spawn) and deep copies rebuild the operators' object."""
+    import copy
+    import pickle
+
+    spec = DescriptorSpec(["H", "O"], mixed_functions(["H", "O"], 3.0, 1))
+    calc = DescriptorCalculator(spec)
+    calc.operators.set_method("direct")
+    batch = make_batch([small_cell(1, "HOHO")], spec.elements, spec.cutoff)
+    args = (batch.species, batch.centers, batch.neighbors, batch.vectors)
+    ref = calc.compute(*args, derivatives=False)
+    for other in (pickle.loads(pickle.dumps(calc)), copy.deepcopy(calc)):
+        assert other.backend == "ops" and other.operators.method == "direct"
+        assert other.operators.cache_size(0) == 0  # direct: no moment cache
+        got = other.compute(*args, derivatives=False)
+        for e in range(2):
+            assert torch.equal(got.G[e], ref.G[e])
+
+
 def test_backend_choice():
     spec = DescriptorSpec(["H"], {"H": [SymmetryFunction(2, "H", ("H",), 1.0, 2.0)]})
     assert DescriptorCalculator(spec).backend == "ops"

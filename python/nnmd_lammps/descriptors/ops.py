@@ -147,15 +147,25 @@ def function_table(spec: DescriptorSpec) -> Tensor:
 
 class Descriptors:
     """The kernels' calculators (one per element) for a descriptor spec: the
-    ``torch.classes.nnmd.Descriptors`` object that every operator takes."""
+    ``torch.classes.nnmd.Descriptors`` object that every operator takes. Pickling (and
+    deep copies) keep the spec and the method and rebuild the object."""
 
     def __init__(self, spec: DescriptorSpec) -> None:
         if not load_library():
             raise RuntimeError(f"nnmd operators unavailable: {unavailable_reason()}")
         self.spec = spec
+        self.method = "auto"
         self.n_elements = len(spec.elements)
         self.script_object = torch.classes.nnmd.Descriptors(self.n_elements, function_table(spec))
         self.sizes = [int(self.script_object.num_functions(e)) for e in range(self.n_elements)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "method": self.method}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["spec"])
+        if state["method"] != "auto":
+            self.set_method(state["method"])
 
     def num_functions(self, element: int) -> int:
         return self.sizes[element]
@@ -166,6 +176,7 @@ class Descriptors:
     def set_method(self, method: str) -> None:
         """Evaluation of type-9 groups: "auto" (default), "direct" or "moments"."""
         self.script_object.set_method(method)
+        self.method = method
 
 
 @dataclass
