@@ -364,6 +364,64 @@ def run_case(
     return us, int(natoms), max(rss), breakdown(log), cpu_us
 
 
+def interleaved(cases: dict[str, Case], rounds: int, steps: int, workdir: Path) -> dict:
+    """The cases with a baseline and their baselines in one `lmp` process on 1 rank: the
+    same system, the potential switched every `steps` steps (pair_style + pair_coeff, a
+    2-step warm-up for libtorch's first calls, then the timed `run steps`), `rounds` times
+    through all of them (every other round in reverse order). Runs seconds apart see the
+    same load of a shared machine, so the ratio of each case to the baseline of its round
+    is less disturbed than between processes minutes apart. Returns per case the loop
+    times (µs/atom/step, wall and CPU) of every round and the median ratios to its
+    baseline."""
+    names = [n for n, c in cases.items() if c.baseline is not None]
+    names = [*dict.fromkeys([cases[n].baseline for n in names] + names)]
+    if len(names) < 2:
+        return {}
+
+    def split(case: Case) -> tuple[list[str], list[str]]:
+        pot = [c for c in case.setup if c.startswith(("pair_style", "pair_coeff"))]
+        return [c for c in case.setup if c not in pot], pot
+
+    system = split(cases[names[0]])[0]
+    for n in names:
+        if split(cases[n])[0] != system:
+            raise RuntimeError(f"--interleave: case {n} is not the same system as {names[0]}")
+    lines = [*system, "fix 1 all nve", "thermo 1000"]
+    order = []  # every other round backwards, so that no case always follows the same one
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else names[::-1]:
+            lines += [*split(cases[n])[1], "run 2", f"run {steps}"]
+            order.append(n)
+    deck = workdir / "in.interleaved"
+    deck.write_text("\n".join(lines) + "\n")
+    log = workdir / "log.interleaved"
+    cmd = [str(BIN / "lmp"), "-in", str(deck), "-log", str(log), "-screen", "none"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
+    text = log.read_text() if log.exists() else ""
+    loops = LOOP.findall(text)[1::2]  # the timed runs
+    if proc.returncode != 0 or len(loops) != len(order):
+        raise RuntimeError(f"interleaved runs failed:\n{proc.stderr[-2000:]}{text[-2000:]}")
+    us = [float(t) / (int(st) * int(na)) * 1e6 for t, _, st, na in loops]
+    cpu = [u * float(c) / 100 for u, c in zip(us, CPU_USE.findall(text)[1::2], strict=True)]
+    out = {}
+    for n in names:
+        row = {}
+        for key, values in (("", us), ("cpu_", cpu)):
+            per = {m: [v for v, o in zip(values, order, strict=True) if o == m] for m in names}
+            own = per[n]
+            row[key + "us_per_atom_step_all"] = own
+            row[key + "us_per_atom_step"] = statistics.median(own)
+            base = cases[n].baseline
+            if base is not None:
+                ref = per[base]  # round by round
+                ratios = [t / b for t, b in zip(own, ref, strict=True)]
+                row |= {"baseline": base, key + "ratios": ratios}
+                row[key + "ratio"] = statistics.median(ratios)
+        out[n] = row
+    return out
+
+
 def machine() -> dict:
     info = {
         "platform": platform.platform(),
@@ -436,6 +494,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="pair_style nnmd ... profile yes: print where the time goes",
     )
+    ap.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also time the cases with a baseline (committee, extrapolation checks) in one "
+        "lmp process, switching the potential every --interleave-steps steps, ROUNDS "
+        "times through them (1 rank)",
+    )
+    ap.add_argument("--interleave-steps", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     ranks = [int(x) for x in args.ranks.split(",")]
@@ -605,11 +673,33 @@ def main(argv: list[str] | None = None) -> int:
             share = {k: sec.get(k, 0.0) / phases * sec.get("pair", 0.0) for k in PHASES}
             vals = " ".join(f"{100 * share.get(k, sec.get(k, 0.0)) / total:11.1f}%" for k in keys)
             print(f"{r['case']:20s} {r['ranks']:5d} {vals}")
+    inter = {}
+    if args.interleave > 0:
+        inter = interleaved(cases, args.interleave, args.interleave_steps, work)
+    if inter:
+        print()
+        print(
+            f"in one process, the potential switched every {args.interleave_steps} steps, "
+            f"{args.interleave} rounds (1 rank; µs/atom/step, median over rounds)"
+        )
+        print(
+            f"{'case':20s} {'µs/atom/step':>13s} {'CPU µs':>8s} {'baseline':12s} "
+            f"{'wall ratio':>11s} {'CPU ratio':>10s}"
+        )
+        for n, r in inter.items():
+            ratios = f"{r['ratio']:11.3f} {r['cpu_ratio']:10.3f}" if "ratio" in r else ""
+            print(
+                f"{n:20s} {r['us_per_atom_step']:13.3f} {r['cpu_us_per_atom_step']:8.3f} "
+                f"{r.get('baseline', ''):12s} {ratios}"
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = out / f"bench-{stamp}.json"
-    path.write_text(json.dumps({"machine": machine(), "date": stamp, "rows": rows}, indent=1))
+    result = {"machine": machine(), "date": stamp, "rows": rows}
+    if inter:
+        result["interleaved"] = {"steps": args.interleave_steps, "cases": inter}
+    path.write_text(json.dumps(result, indent=1))
     print(f"results: {path}")
     return 0
 
