@@ -238,8 +238,20 @@ class Trainer:
 
         @functools.cache
         def shortest_distance() -> float:
-            """Shortest interatomic distance in the training set (computed at most once)."""
-            return min_distances(sets["train"].structures, elements, cfg.cutoff)
+            """Shortest interatomic distance in the training set (computed at most once,
+            each rank on its share of the structures)."""
+            train = sets["train"].structures
+            mine = [train[k] for k in dist.share(np.arange(len(train)))]
+            local = math.inf
+            if mine:
+                try:
+                    local = min_distances(mine, elements, cfg.cutoff)
+                except NNMDError:  # no pair within the cutoff in this share
+                    pass
+            best = min(dist.all_gather_objects(local))
+            if not math.isfinite(best):
+                return min_distances(train, elements, cfg.cutoff)  # raises the error
+            return best
 
         repulsion = self._repulsion(shortest_distance, resumed_description)
         # the networks learn the residual of the reference data after the repulsion
