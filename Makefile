@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 SETUP_STAMP := $(VENV)/.nnmd-setup-stamp
-CXX_SOURCES = $(shell find lammps_plugin -name '*.cpp' -o -name '*.h')
+CXX_SOURCES = $(shell find lammps_plugin -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 PY_SOURCES := python tests benchmarks examples
 
 .PHONY: setup plugin test test-fast test-sanitize lint format demo demo-al bench clean

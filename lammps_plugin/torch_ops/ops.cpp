@@ -35,9 +35,16 @@
    S unit vectors (jacobian). Atoms are evaluated in parallel (at::parallel_for); each
    worker takes a private copy of the calculators from a pool (the kernels' workspaces
    are not thread-safe). Empty `cache` tensors mean "no cache" (contract and jvp then
-   recompute the moment tensors). */
+   recompute the moment tensors).
 
-#include "kernels/symmetry_functions.h"
+   Descriptors.set_method("device") makes the CPU operators run the per-atom functions of
+   the GPU (cuda/sf_device.h, through device_ops.cpp) instead of the CPU kernels: what the
+   CUDA operators compute, on the CPU (tests/test_cuda_math.py). Built with CUDA
+   (NNMD_WITH_CUDA, docs/gpu.md), ops_cuda.cpp registers the same operators for CUDA
+   tensors. */
+
+#include "torch_ops/descriptors.h"
+#include "torch_ops/device_ops.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -51,105 +58,163 @@
 #include <string>
 #include <vector>
 
+namespace nnmd::torch_ops {
+
 namespace {
-
 constexpr int64_t N_COLUMNS = 11;
-constexpr int64_t GRAIN = 4;    // atoms per parallel chunk at least
 
-// one worker's calculators (one per element) and its neighbour buffer
-struct Worker {
-  std::vector<nnmd::DescriptorCalculator> calc;
-  nnmd::Neighbors nb;
-  std::vector<double> c, v, cache;    // gathered vectors, their contractions, one atom's cache
-};
-
-class Descriptors : public torch::CustomClassHolder {
- public:
-  Descriptors(int64_t n_elements, const at::Tensor &functions)
-  {
-    TORCH_CHECK(n_elements > 0, "nnmd.Descriptors: n_elements must be positive");
-    TORCH_CHECK(functions.dim() == 2 && functions.size(1) == N_COLUMNS,
-                "nnmd.Descriptors: functions must be an (F, ", N_COLUMNS, ") table");
-    const at::Tensor t = functions.to(at::kDouble).contiguous();
-    const double *p = t.data_ptr<double>();
-    std::vector<std::vector<nnmd::SymmetryFunction>> per_element(n_elements);
-    for (int64_t f = 0; f < t.size(0); ++f) {
-      const double *row = p + f * N_COLUMNS;
-      const double centre = row[0];
-      TORCH_CHECK(centre >= 0 && centre < n_elements && centre == std::floor(centre),
-                  "nnmd.Descriptors: function ", f, ": centre element ", centre, " out of range");
-      nnmd::SymmetryFunction sf;
-      sf.type = static_cast<int>(row[1]);
-      sf.e1 = static_cast<int>(row[2]);
-      sf.e2 = static_cast<int>(row[3]);
-      sf.eta = row[4];
-      sf.rs = row[5];
-      sf.rc = row[6];
-      sf.lambda = row[7];
-      sf.zeta = row[8];
-      sf.cutoff_type = static_cast<int>(row[9]);
-      sf.cutoff_alpha = row[10];
-      const std::string problem = nnmd::validate(sf, static_cast<int>(n_elements));
-      TORCH_CHECK(problem.empty(), "nnmd.Descriptors: function ", f, ": ", problem);
-      per_element[static_cast<std::size_t>(centre)].push_back(sf);
-    }
-    for (const auto &fs : per_element) prototypes_.emplace_back(fs, static_cast<int>(n_elements));
+// element e's functions of a (F, 11) table, validated
+std::vector<std::vector<nnmd::SymmetryFunction>> parse_functions(int64_t n_elements,
+                                                                 const at::Tensor &functions)
+{
+  TORCH_CHECK(n_elements > 0, "nnmd.Descriptors: n_elements must be positive");
+  TORCH_CHECK(functions.dim() == 2 && functions.size(1) == N_COLUMNS,
+              "nnmd.Descriptors: functions must be an (F, ", N_COLUMNS, ") table");
+  const at::Tensor t = functions.to(at::kCPU).to(at::kDouble).contiguous();
+  const double *p = t.data_ptr<double>();
+  std::vector<std::vector<nnmd::SymmetryFunction>> per_element(n_elements);
+  for (int64_t f = 0; f < t.size(0); ++f) {
+    const double *row = p + f * N_COLUMNS;
+    const double centre = row[0];
+    TORCH_CHECK(centre >= 0 && centre < n_elements && centre == std::floor(centre),
+                "nnmd.Descriptors: function ", f, ": centre element ", centre, " out of range");
+    nnmd::SymmetryFunction sf;
+    sf.type = static_cast<int>(row[1]);
+    sf.e1 = static_cast<int>(row[2]);
+    sf.e2 = static_cast<int>(row[3]);
+    sf.eta = row[4];
+    sf.rs = row[5];
+    sf.rc = row[6];
+    sf.lambda = row[7];
+    sf.zeta = row[8];
+    sf.cutoff_type = static_cast<int>(row[9]);
+    sf.cutoff_alpha = row[10];
+    const std::string problem = nnmd::validate(sf, static_cast<int>(n_elements));
+    TORCH_CHECK(problem.empty(), "nnmd.Descriptors: function ", f, ": ", problem);
+    per_element[static_cast<std::size_t>(centre)].push_back(sf);
   }
+  return per_element;
+}
 
-  int64_t n_elements() const { return static_cast<int64_t>(prototypes_.size()); }
-  int64_t num_functions(int64_t e) const { return prototype(e).size(); }
-  int64_t cache_size(int64_t e) const { return static_cast<int64_t>(prototype(e).cache_size()); }
-  double cutoff(int64_t e) const { return prototype(e).cutoff(); }
+std::vector<nnmd::DescriptorCalculator>
+calculators(const std::vector<std::vector<nnmd::SymmetryFunction>> &per_element)
+{
+  std::vector<nnmd::DescriptorCalculator> out;
+  for (const auto &fs : per_element) out.emplace_back(fs, static_cast<int>(per_element.size()));
+  return out;
+}
+}    // namespace
 
-  // "auto" (default), "direct" or "moments": how type-9 groups are evaluated
-  void set_method(const std::string &method)
-  {
-    nnmd::DescriptorCalculator::Method m;
-    if (method == "auto")
-      m = nnmd::DescriptorCalculator::Method::Auto;
-    else if (method == "direct")
-      m = nnmd::DescriptorCalculator::Method::Direct;
-    else if (method == "moments")
-      m = nnmd::DescriptorCalculator::Method::Moments;
-    else
-      TORCH_CHECK(false, "nnmd.Descriptors: unknown method '", method,
-                  "' (auto, direct or moments)");
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto &c : prototypes_) c.set_method(m);
-    pool_.clear();
-  }
+Descriptors::Descriptors(int64_t n_elements, const at::Tensor &functions) :
+    Descriptors(parse_functions(n_elements, functions))
+{
+}
 
-  std::unique_ptr<Worker> acquire() const
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!pool_.empty()) {
-      std::unique_ptr<Worker> w = std::move(pool_.back());
-      pool_.pop_back();
-      return w;
-    }
-    auto w = std::make_unique<Worker>();
-    w->calc = prototypes_;
+Descriptors::Descriptors(const std::vector<std::vector<nnmd::SymmetryFunction>> &per_element) :
+    prototypes_(calculators(per_element)), table_(per_element)
+{
+}
+
+int64_t Descriptors::cache_size(int64_t e) const
+{
+  const int64_t size = static_cast<int64_t>(prototype(e).cache_size());
+  return device_math() ? 0 : size;
+}
+
+void Descriptors::set_method(const std::string &method)
+{
+  nnmd::DescriptorCalculator::Method m = nnmd::DescriptorCalculator::Method::Auto;
+  if (method == "auto" || method == "device")
+    m = nnmd::DescriptorCalculator::Method::Auto;
+  else if (method == "direct")
+    m = nnmd::DescriptorCalculator::Method::Direct;
+  else if (method == "moments")
+    m = nnmd::DescriptorCalculator::Method::Moments;
+  else
+    TORCH_CHECK(false, "nnmd.Descriptors: unknown method '", method,
+                "' (auto, direct, moments or device)");
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto &c : prototypes_) c.set_method(m);
+  pool_.clear();
+  method_ = method;
+}
+
+std::string Descriptors::method() const
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  return method_;
+}
+
+bool Descriptors::device_math() const
+{
+  return method() == "device";
+}
+
+std::unique_ptr<Worker> Descriptors::acquire() const
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!pool_.empty()) {
+    std::unique_ptr<Worker> w = std::move(pool_.back());
+    pool_.pop_back();
     return w;
   }
-  void release(std::unique_ptr<Worker> w) const
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    pool_.push_back(std::move(w));
-  }
+  auto w = std::make_unique<Worker>();
+  w->calc = prototypes_;
+  return w;
+}
 
- private:
-  const nnmd::DescriptorCalculator &prototype(int64_t e) const
-  {
-    TORCH_CHECK(e >= 0 && e < n_elements(), "nnmd.Descriptors: element index ", e, " out of range");
-    return prototypes_[e];
-  }
+void Descriptors::release(std::unique_ptr<Worker> w) const
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  pool_.push_back(std::move(w));
+}
 
-  std::vector<nnmd::DescriptorCalculator> prototypes_;
-  mutable std::mutex mutex_;
-  mutable std::vector<std::unique_ptr<Worker>> pool_;
-};
+std::pair<at::Tensor, at::Tensor> Descriptors::tables_on(const at::Device &device) const
+{
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto &entry : on_device_)
+    if (entry.first == device) return entry.second;
+  const auto &bytes = table_.bytes();
+  at::Tensor t = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
+  std::copy(bytes.begin(), bytes.end(), t.data_ptr<uint8_t>());
+  std::vector<int64_t> S;
+  for (int e = 0; e < table_.n_elements(); ++e) S.push_back(table_.num_functions(e));
+  at::Tensor counts = at::tensor(S, at::kLong);
+  auto on = std::make_pair(t.to(device), counts.to(device));
+  on_device_.emplace_back(device, on);
+  return on;
+}
 
-using DescriptorsPtr = c10::intrusive_ptr<Descriptors>;
+const nnmd::DescriptorCalculator &Descriptors::prototype(int64_t e) const
+{
+  TORCH_CHECK(e >= 0 && e < n_elements(), "nnmd.Descriptors: element index ", e, " out of range");
+  return prototypes_[e];
+}
+
+void register_descriptors_class()
+{
+  static std::once_flag once;
+  std::call_once(once, [] {
+    torch::class_<Descriptors>("nnmd", "Descriptors")
+        .def(torch::init<int64_t, at::Tensor>())
+        .def("n_elements", &Descriptors::n_elements)
+        .def("num_functions", &Descriptors::num_functions)
+        .def("cache_size", &Descriptors::cache_size)
+        .def("cutoff", &Descriptors::cutoff)
+        .def("set_method", &Descriptors::set_method)
+        .def("method", &Descriptors::method);
+  });
+}
+
+}    // namespace nnmd::torch_ops
+
+namespace {
+
+using nnmd::torch_ops::Descriptors;
+using nnmd::torch_ops::DescriptorsPtr;
+using nnmd::torch_ops::Worker;
+
+constexpr int64_t GRAIN = 4;    // atoms per parallel chunk at least
 
 // The validated CSR batch and the per-row offsets into the flat outputs.
 struct Batch {
@@ -257,6 +322,9 @@ std::tuple<at::Tensor, at::Tensor>
 symmetry_functions(const DescriptorsPtr &D, const at::Tensor &species, const at::Tensor &offsets,
                    const at::Tensor &neighbor_species, const at::Tensor &vectors)
 {
+  if (D->device_math())
+    return nnmd::torch_ops::device_symmetry_functions(*D, species, offsets, neighbor_species,
+                                                      vectors, nnmd::torch_ops::host_launch);
   const Batch b = make_batch(*D, species, offsets, neighbor_species, vectors);
   const auto opts = vectors.options().dtype(at::kDouble);
   at::Tensor G = at::empty({b.total()}, opts);
@@ -282,6 +350,9 @@ at::Tensor contract(const DescriptorsPtr &D, const at::Tensor &species, const at
                     const at::Tensor &neighbor_species, const at::Tensor &vectors,
                     const at::Tensor &c, const at::Tensor &cache)
 {
+  if (D->device_math())
+    return nnmd::torch_ops::device_contract(*D, species, offsets, neighbor_species, vectors, c,
+                                            cache, nnmd::torch_ops::host_launch);
   const Batch b = make_batch(*D, species, offsets, neighbor_species, vectors);
   const int64_t M = n_vectors(c, 1, "c");
   TORCH_CHECK(c.size(-1) == b.total(), "nnmd: c must have ", b.total(),
@@ -316,6 +387,9 @@ at::Tensor jvp(const DescriptorsPtr &D, const at::Tensor &species, const at::Ten
                const at::Tensor &neighbor_species, const at::Tensor &vectors, const at::Tensor &u,
                const at::Tensor &cache)
 {
+  if (D->device_math())
+    return nnmd::torch_ops::device_jvp(*D, species, offsets, neighbor_species, vectors, u, cache,
+                                       nnmd::torch_ops::host_launch);
   const Batch b = make_batch(*D, species, offsets, neighbor_species, vectors);
   const int64_t M = n_vectors(u, 2, "u");
   TORCH_CHECK(u.size(-1) == 3 && u.size(-2) == b.n_pairs, "nnmd: u must be (", b.n_pairs,
@@ -341,6 +415,9 @@ std::tuple<at::Tensor, at::Tensor> jacobian(const DescriptorsPtr &D, const at::T
                                             const at::Tensor &neighbor_species,
                                             const at::Tensor &vectors)
 {
+  if (D->device_math())
+    return nnmd::torch_ops::device_jacobian(*D, species, offsets, neighbor_species, vectors,
+                                            nnmd::torch_ops::host_launch);
   const Batch b = make_batch(*D, species, offsets, neighbor_species, vectors);
   std::vector<int64_t> j_off(b.n_rows + 1, 0);
   for (int64_t i = 0; i < b.n_rows; ++i)
@@ -374,13 +451,7 @@ std::tuple<at::Tensor, at::Tensor> jacobian(const DescriptorsPtr &D, const at::T
 
 TORCH_LIBRARY(nnmd, m)
 {
-  m.class_<Descriptors>("Descriptors")
-      .def(torch::init<int64_t, at::Tensor>())
-      .def("n_elements", &Descriptors::n_elements)
-      .def("num_functions", &Descriptors::num_functions)
-      .def("cache_size", &Descriptors::cache_size)
-      .def("cutoff", &Descriptors::cutoff)
-      .def("set_method", &Descriptors::set_method);
+  nnmd::torch_ops::register_descriptors_class();
   m.def("symmetry_functions(__torch__.torch.classes.nnmd.Descriptors descriptors, "
         "Tensor species, Tensor offsets, Tensor neighbor_species, Tensor vectors) "
         "-> (Tensor G, Tensor cache)");
@@ -397,6 +468,7 @@ TORCH_LIBRARY(nnmd, m)
 // CPU kernels (the autograd formulas are in python/nnmd_lammps/descriptors/ops.py)
 TORCH_LIBRARY_IMPL(nnmd, CPU, m)
 {
+  nnmd::torch_ops::register_descriptors_class();
   m.impl("symmetry_functions", &symmetry_functions);
   m.impl("contract", &contract);
   m.impl("jvp", &jvp);
