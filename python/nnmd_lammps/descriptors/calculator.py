@@ -12,14 +12,15 @@ Two backends compute the same numbers (the tests hold them equal):
 
 ``"ops"`` (the default)
     the C++ kernels of the LAMMPS plugin as PyTorch operators (:mod:`.ops`), parallel over
-    atoms. Without ``derivatives`` no dG/dd is formed: the values carry a
-    :class:`OperatorContraction`, through which forces and virials are contracted from
-    dE/dG directly (prediction). With ``derivatives`` the dense dG/dd comes from the
-    operator too (training).
+    atoms; on a CUDA device the operators' CUDA kernels (a library built with CUDA,
+    docs/gpu.md), on the tensors where they are. Without ``derivatives`` no dG/dd is
+    formed: the values carry a :class:`OperatorContraction`, through which forces and
+    virials are contracted from dE/dG directly (prediction). With ``derivatives`` the
+    dense dG/dd comes from the operator too (training).
 ``"torch"``
     the same formulas in torch tensor operations (every triplet materialised): the
-    fallback when the operator library is missing (one warning), for devices other than
-    the CPU, and an independent second implementation for the tests.
+    fallback when the operator library is missing or has no kernels for the device (one
+    warning), and an independent second implementation for the tests.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from .ops import (
     NeighborCSR,
     available,
     contract,
+    cuda_available,
     jacobian,
+    supports,
     symmetry_functions,
     unavailable_reason,
 )
@@ -51,38 +54,71 @@ Tensor = torch.Tensor
 TRIPLET_CHUNK = 1 << 17
 
 #: Descriptor backends (see the module docstring); None or "auto": "ops" when the
-#: operator library is available and the device is the CPU, else "torch".
+#: operator library is available and has kernels for the device (the CPU, or CUDA with a
+#: CUDA build), else "torch".
 BACKENDS = ("ops", "torch")
 
-_fallback_warned = False
+_fallback_warned: set[str] = set()
+
+_NO_CUDA = (
+    "the operator library was built without CUDA (docs/gpu.md: build it with a CUDA "
+    "toolkit against a torch with CUDA)"
+)
+
+
+def _warn_fallback(kind: str, reason: str) -> None:
+    if kind in _fallback_warned:
+        return
+    _fallback_warned.add(kind)
+    warnings.warn(
+        f"nnmd: the C++ symmetry-function operators are unavailable ({reason}); using the "
+        f"torch implementation, more than ten times slower",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _choose_backend(backend: str | None, device: torch.device) -> str:
-    global _fallback_warned
     if backend not in (None, "auto", *BACKENDS):
         raise NNMDError(f"unknown descriptor backend {backend!r} (ops, torch or auto)")
     if backend == "torch":
         return "torch"
     if backend == "ops":
-        if device.type != "cpu":
-            raise NNMDError(f"the descriptor operators run on the CPU, not on {device}")
         if not available():
             raise NNMDError(f"the descriptor operators are unavailable: {unavailable_reason()}")
+        if device.type == "cuda" and not cuda_available():
+            raise NNMDError(f"the descriptor operators cannot run on {device}: {_NO_CUDA}")
+        if not supports(device):
+            raise NNMDError(
+                f"the descriptor operators run on the CPU and on CUDA devices, not on {device}"
+            )
         return "ops"
-    if device.type != "cpu":
-        return "torch"
-    if available():
+    if supports(device):
         return "ops"
-    if not _fallback_warned:
-        _fallback_warned = True
-        warnings.warn(
-            f"nnmd: the C++ symmetry-function operators are unavailable "
-            f"({unavailable_reason()}); using the torch implementation, more than ten "
-            f"times slower",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    if not available():
+        _warn_fallback("library", str(unavailable_reason()))
+    elif device.type == "cuda":
+        _warn_fallback("cuda", _NO_CUDA)
     return "torch"
+
+
+def _stable_argsort(x: Tensor) -> Tensor:
+    """Indices that sort ``x`` stably (on the CPU numpy's, fastest for the nearly sorted
+    keys of neighbour lists; elsewhere torch's, on the device)."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.argsort(x.numpy(), kind="stable"))
+    return torch.argsort(x, stable=True)
+
+
+def _same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether ``a`` and ``b`` are one device ("cuda" is the current CUDA device)."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 @dataclass
@@ -125,16 +161,17 @@ class OperatorContraction:
 
     def _flat(self, dEdG: Sequence[Tensor | None], lead: tuple[int, ...]) -> Tensor:
         parts = []
+        opts = {"dtype": torch.float64, "device": self.vectors.device}
         for e, g in enumerate(dEdG):
             n, S = self.n_rows[e], self.descriptors.num_functions(e)
             if n == 0:
                 continue
             if g is None:
-                parts.append(torch.zeros((*lead, n * S), dtype=torch.float64))
+                parts.append(torch.zeros((*lead, n * S), **opts))
             else:
-                parts.append(g.reshape(*lead, n * S).to(torch.float64))
+                parts.append(g.reshape(*lead, n * S).to(**opts))
         if not parts:
-            return torch.zeros((*lead, 0), dtype=torch.float64)
+            return torch.zeros((*lead, 0), **opts)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     def _split(self, v: Tensor) -> list[Tensor]:
@@ -182,13 +219,14 @@ class DescriptorValues:
     contraction: OperatorContraction | None = None
 
     def to(self, device: torch.device | str) -> DescriptorValues:
-        """A copy on ``device`` (the contraction operator, CPU-only, is kept only when
-        the device is the CPU)."""
+        """A copy on ``device`` (the contraction operator is kept only when its tensors
+        are already there)."""
 
         def mv(xs):
             return [None if x is None else x.to(device) for x in xs]
 
-        keep = self.contraction if torch.device(device).type == "cpu" else None
+        con = self.contraction
+        keep = con if con is not None and _same_device(con.vectors.device, device) else None
         return DescriptorValues(
             self.n_atoms,
             mv(self.atoms),
@@ -207,9 +245,10 @@ class DescriptorCalculator:
     """Evaluates the symmetry functions of a :class:`DescriptorSpec`.
 
     ``backend``: "ops" (the C++ operators), "torch" (the torch implementation) or None /
-    "auto": "ops" when the operator library is available and ``device`` is the CPU, else
-    "torch" (with one warning when the library is missing). ``dtype`` is the dtype of the
-    results (the operators compute in float64)."""
+    "auto": "ops" when the operator library is available and runs on ``device`` (the CPU;
+    a CUDA device with a library built with CUDA), else "torch" (with one warning). The
+    operators compute where the tensors are, without copies to the host. ``dtype`` is the
+    dtype of the results (the operators compute in float64)."""
 
     def __init__(
         self,
@@ -264,7 +303,7 @@ class DescriptorCalculator:
         self._params = [[g.params(dtype, self.device) for g in gl] for gl in self.groups]
         self.backend = _choose_backend(backend, self.device)
         self._ops = Descriptors(spec) if self.backend == "ops" else None
-        self._cutoff_of = torch.tensor(self.cutoff_max, dtype=torch.float64)
+        self._cutoff_of = torch.tensor(self.cutoff_max, dtype=torch.float64, device=self.device)
 
     @property
     def cutoff(self) -> float:
@@ -303,31 +342,35 @@ class DescriptorCalculator:
         vectors: Tensor,
         derivatives: bool,
     ) -> DescriptorValues:
-        if vectors.device.type != "cpu":
-            raise NNMDError("the descriptor operators take CPU tensors (use backend='torch')")
+        dev = vectors.device
+        if not supports(dev):
+            raise NNMDError(
+                f"the descriptor operators do not run on {dev} tensors (use backend='torch')"
+            )
+        if not _same_device(dev, self.device):
+            raise NNMDError(f"vectors on {dev}, but the calculator was made for {self.device}")
         d = vectors if vectors.dtype == torch.float64 else vectors.to(torch.float64)
-        species = species.to(torch.long)
-        centers = centers.to(torch.long)
-        neighbors = neighbors.to(torch.long)
+        species = species.to(device=dev, dtype=torch.long)
+        centers = centers.to(device=dev, dtype=torch.long)
+        neighbors = neighbors.to(device=dev, dtype=torch.long)
         n_atoms, nel = int(species.shape[0]), self.num_elements
         # rows: the atoms grouped by element (ascending index within an element); pairs
-        # within their centre's element cutoff, grouped by row (CSR). numpy's stable
-        # argsort: neighbour lists come nearly grouped by centre, where it is fastest.
+        # within their centre's element cutoff, grouped by row (CSR), all on the device.
         with torch.no_grad():
             dist = torch.linalg.vector_norm(d.detach(), dim=1)
             keep = dist < self._cutoff_of[species[centers]]
-        rows = torch.from_numpy(np.argsort(species.numpy(), kind="stable"))
+        rows = _stable_argsort(species)
         row_of = torch.empty_like(rows)
-        row_of[rows] = torch.arange(n_atoms)
+        row_of[rows] = torch.arange(n_atoms, device=dev)
         if bool(keep.all()):
             key = row_of[centers]
-            pidx = torch.from_numpy(np.argsort(key.numpy(), kind="stable"))
+            pidx = _stable_argsort(key)
         else:
             pidx = torch.nonzero(keep).flatten()
             key = row_of[centers[pidx]]
-            pidx = pidx[torch.from_numpy(np.argsort(key.numpy(), kind="stable"))]
+            pidx = pidx[_stable_argsort(key)]
         key = row_of[centers[pidx]]
-        offsets = torch.zeros(n_atoms + 1, dtype=torch.long)
+        offsets = torch.zeros(n_atoms + 1, dtype=torch.long, device=dev)
         torch.cumsum(torch.bincount(key, minlength=n_atoms), 0, out=offsets[1:])
         pi, pj = centers[pidx], neighbors[pidx]
         pd = d[pidx]

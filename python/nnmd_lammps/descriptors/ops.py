@@ -29,7 +29,11 @@ weights) with :func:`contract` from vectors that do not require grad.
 
 The library (``nnmd_lammps/lib/libnnmd_ops.so``, built and installed by ``make setup``;
 ``NNMD_OPS_LIBRARY=<path>`` selects another build) is loaded on first use. Everything is
-float64 on CPU; float32 inputs are converted.
+float64; float32 inputs are converted. The operators run where the tensors are: on the CPU
+(the kernels of the LAMMPS plugin) and, when the library was built with CUDA
+(docs/gpu.md, :func:`cuda_available`), on CUDA devices (the per-atom functions of
+lammps_plugin/cuda/sf_device.h, one GPU thread per atom; no per-atom cache). The method
+"device" (:meth:`Descriptors.set_method`) runs those GPU functions on the CPU.
 """
 
 from __future__ import annotations
@@ -110,8 +114,24 @@ def load_library() -> bool:
 
 
 def available() -> bool:
-    """True if the operators can be used."""
+    """True if the operators can be used (on CPU tensors)."""
     return load_library()
+
+
+def cuda_available() -> bool:
+    """True if the library has the operators for CUDA tensors (built with CUDA)."""
+    return load_library() and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "nnmd::symmetry_functions", "CUDA"
+    )
+
+
+def supports(device: torch.device | str) -> bool:
+    """True if the operators run on tensors of ``device`` (the CPU, or CUDA devices
+    with a CUDA build)."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return available()
+    return kind == "cuda" and cuda_available()
 
 
 def unavailable_reason() -> str | None:
@@ -174,7 +194,9 @@ class Descriptors:
         return int(self.script_object.cache_size(element))
 
     def set_method(self, method: str) -> None:
-        """Evaluation of type-9 groups: "auto" (default), "direct" or "moments"."""
+        """How the CPU operators evaluate: "auto" (default), "direct" or "moments" (the
+        CPU kernels; how type-9 groups are evaluated), or "device" (the per-atom functions
+        of the CUDA operators, run on the CPU). CUDA tensors always take the latter."""
         self.script_object.set_method(method)
         self.method = method
 
@@ -183,7 +205,8 @@ class Descriptors:
 class NeighborCSR:
     """A full neighbour list by centre ("rows"): ``species`` (N,) element index of each
     row, ``offsets`` (N+1,) the pairs of row i are ``offsets[i]:offsets[i+1]``,
-    ``neighbor_species`` (P,) element index of each neighbour (all int64, CPU)."""
+    ``neighbor_species`` (P,) element index of each neighbour (all int64, on the device
+    of the vectors)."""
 
     species: Tensor
     offsets: Tensor
@@ -198,8 +221,8 @@ class NeighborCSR:
         return int(self.neighbor_species.shape[0])
 
 
-def _empty_cache() -> Tensor:
-    return torch.zeros(0, dtype=torch.float64)
+def _empty_cache(device: torch.device | None = None) -> Tensor:
+    return torch.zeros(0, dtype=torch.float64, device=device)
 
 
 class _SymmetryFunctions(torch.autograd.Function):
@@ -272,7 +295,7 @@ class _Jacobian(torch.autograd.Function):
         vectors, species, offsets, nspecies = ctx.saved_tensors
         if gG is None:
             return None, None, None, None, None
-        cache = _empty_cache()
+        cache = _empty_cache(vectors.device)
         v = _Contract.apply(gG, vectors, cache, ctx.obj, species, offsets, nspecies)
         return v, None, None, None, None
 
@@ -303,7 +326,7 @@ def contract(
     """v_p = sum_s c_s dG_s/dd_p for every pair: ``c`` (T,) or (M, T) -> (P, 3) or
     (M, P, 3). ``cache``: what :func:`symmetry_functions` returned for the same batch
     (optional; saves recomputing the moment tensors). Differentiable in ``c``."""
-    cache = _empty_cache() if cache is None else cache
+    cache = _empty_cache(vectors.device) if cache is None else cache
     return _Contract.apply(_f64(c), _f64(vectors), cache, *_args(desc, csr))
 
 
@@ -316,7 +339,7 @@ def jvp(
 ) -> Tensor:
     """g_s = sum_p dG_s/dd_p . u_p: ``u`` (P, 3) or (M, P, 3) -> (T,) or (M, T).
     Differentiable in ``u``."""
-    cache = _empty_cache() if cache is None else cache
+    cache = _empty_cache(vectors.device) if cache is None else cache
     return _Jvp.apply(_f64(u), _f64(vectors), cache, *_args(desc, csr))
 
 
