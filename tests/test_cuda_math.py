@@ -26,10 +26,12 @@ from nnmd_lammps.descriptors import (
     ops,
 )
 from nnmd_lammps.descriptors import calculator as calculator_module
+from nnmd_lammps.descriptors.contraction import member_forces
 from nnmd_lammps.errors import NNMDError
-from nnmd_lammps.model import make_batch
+from nnmd_lammps.interop.ase_calculator import NNMDCalculator
+from nnmd_lammps.model import Potential, make_batch
 
-from conftest import mixed_functions, random_potential
+from conftest import mixed_functions, random_potential, save_potential
 from reference import g_ref
 
 ELEMENTS = ["H", "C", "O"]
@@ -395,8 +397,6 @@ def test_predictions_with_the_device_functions_equal_the_kernels():
 
 
 def test_committee_forces_several_vectors():
-    from nnmd_lammps.descriptors.contraction import member_forces
-
     spec = DescriptorSpec(["H", "O"], mixed_functions(["H", "O"], 3.5, 6, 0.1))
     atoms = small_cell(seed=2, symbols="OHHOHH")
     batch = make_batch([atoms], spec.elements, spec.cutoff)
@@ -444,3 +444,91 @@ def test_cuda_kernels_registered_only_with_a_cuda_build():
     if torch.version.cuda is None:
         assert not has
     assert ops.supports("cpu") and not ops.supports("meta")
+
+
+# --- on a GPU (skipped without one) ----------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and ops.cuda_available()),
+    reason="no CUDA device, or the operator library was built without CUDA (docs/gpu.md)",
+)
+
+
+def to_cuda(csr, d):
+    return ops.NeighborCSR(
+        *(x.cuda() for x in (csr.species, csr.offsets, csr.neighbor_species))
+    ), d.cuda()
+
+
+@needs_cuda
+@pytest.mark.parametrize("ctype,alpha", CUTOFFS)
+def test_cuda_operators_match_cpu(ctype, alpha):
+    """The CUDA operators against the CPU kernels and against the same functions on the
+    CPU (method "device"): G, J^T c (1 and 5 vectors), J u (1 and 6), the Jacobian."""
+    spec = DescriptorSpec(ELEMENTS, mixed_functions(ELEMENTS, 3.0, ctype, alpha))
+    desc, csr, d, _ = operator_inputs(spec, [small_cell(seed=ctype), CLUSTER])
+    gen = torch.Generator().manual_seed(ctype)
+    T, P = sum(desc.num_functions(int(e)) for e in csr.species), d.shape[0]
+    c = torch.randn(5, T, generator=gen, dtype=F64)
+    u = torch.randn(6, P, 3, generator=gen, dtype=F64)
+    cpu = evaluate(desc, csr, d, "direct", c, u)
+    same = evaluate(desc, csr, d, "device", c, u)
+    gcsr, gd = to_cuda(csr, d)
+    gpu = {k: v.cpu() for k, v in evaluate(desc, gcsr, gd, "auto", c.cuda(), u.cuda()).items()}
+    assert gpu["cache"].numel() == 0
+    for key in ("G", "GJ", "J", "v", "v0", "v_last", "g", "g0"):
+        close(gpu[key], cpu[key])
+        close(gpu[key], same[key], 1e-13)
+
+
+@needs_cuda
+def test_cuda_errors_empty_batches_and_autograd(device_batch):
+    desc, csr, d = device_batch
+    desc.set_method("auto")  # CUDA tensors take the GPU functions whatever the method
+    gcsr, gd = to_cuda(csr, d)
+    zero = gd.clone()
+    zero[5] = 0.0
+    with pytest.raises(RuntimeError, match="zero length"):
+        ops.symmetry_functions(desc, gcsr, zero)
+    bad = ops.NeighborCSR(gcsr.species.clone(), gcsr.offsets, gcsr.neighbor_species)
+    bad.species[0] = 7
+    with pytest.raises(RuntimeError, match="not an element index"):
+        ops.symmetry_functions(desc, bad, gd)
+    with pytest.raises(RuntimeError, match="one device"):
+        ops.symmetry_functions(desc, gcsr, d)
+    # the device is still usable after the errors
+    G = ops.symmetry_functions(desc, gcsr, gd)[0]
+    desc.set_method("device")
+    close(G.cpu(), ops.symmetry_functions(desc, csr, d)[0], 1e-13)
+    empty = ops.NeighborCSR(*(torch.zeros(n, dtype=torch.long, device="cuda") for n in (0, 1, 0)))
+    assert ops.symmetry_functions(desc, empty, torch.zeros(0, 3, dtype=F64, device="cuda"))[
+        0
+    ].shape == (0,)
+    small = DescriptorSpec(
+        ["H"], {"H": [SymmetryFunction(9, "H", ("H", "H"), 0.1, 3.0, 0.0, 1.0, 2.0)]}
+    )
+    atoms = Atoms("H4", positions=[[0, 0, 0], [1.0, 0.2, 0], [0.1, 1.1, 0.3], [1.2, 1.0, 1.1]])
+    sdesc, scsr, sd, _ = operator_inputs(small, [atoms])
+    gcsr, gd = to_cuda(scsr, sd)
+    x = gd.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: ops.symmetry_functions(sdesc, gcsr, v)[0], (x,))
+    assert torch.autograd.gradcheck(lambda v: ops.jacobian(sdesc, gcsr, v)[0], (x,))
+
+
+@needs_cuda
+def test_cuda_predictions_and_ase_calculator(tmp_path):
+    """Potential(device="cuda") and NNMDCalculator(device="cuda") through the CUDA
+    operators equal the CPU: energies 1e-12 relative, forces and stress."""
+    path = save_potential(random_potential(["H", "O"], seed=3, rc=4.0), tmp_path / "m.pt")
+    cpu, gpu = Potential.load(path), Potential.load(path, device="cuda")
+    assert cpu.calculator.backend == "ops" and gpu.calculator.backend == "ops"
+    water = small_cell(seed=11, symbols="OHHOHH").repeat((2, 2, 2))
+    a, b = (
+        cpu.evaluate([water], atomic_virials=True)[0],
+        gpu.evaluate([water], atomic_virials=True)[0],
+    )
+    assert b.energy == pytest.approx(a.energy, rel=1e-12)
+    close(torch.from_numpy(b.forces), torch.from_numpy(a.forces))
+    close(torch.from_numpy(b.stress), torch.from_numpy(a.stress))
+    water.calc = NNMDCalculator(path, device="cuda")
+    assert water.get_potential_energy() == pytest.approx(a.energy, rel=1e-12)

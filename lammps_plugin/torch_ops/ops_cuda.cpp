@@ -28,8 +28,14 @@ void cuda_launch(const nnmd::device::Table &t, const nnmd::device::Batch &b,
   TORCH_CHECK(err == 0, "nnmd: CUDA kernel launch failed: ", nnmd::cuda::error_string(err));
 }
 
-void require_cuda(const at::Tensor &vectors)
+// the batch on one CUDA device (before the device guard, which needs a CUDA device)
+void require_cuda(const at::Tensor &species, const at::Tensor &offsets,
+                  const at::Tensor &neighbor_species, const at::Tensor &vectors)
 {
+  const at::Device dev = vectors.device();
+  TORCH_CHECK(species.device() == dev && offsets.device() == dev &&
+                  neighbor_species.device() == dev,
+              "nnmd: species, offsets, neighbor_species and vectors must be on one device");
   TORCH_CHECK(vectors.is_cuda(), "nnmd: the CUDA operators take CUDA tensors");
 }
 
@@ -39,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor> symmetry_functions_cuda(const DescriptorsPtr 
                                                            const at::Tensor &neighbor_species,
                                                            const at::Tensor &vectors)
 {
-  require_cuda(vectors);
+  require_cuda(species, offsets, neighbor_species, vectors);
   const c10::cuda::CUDAGuard guard(vectors.device());
   return nnmd::torch_ops::device_symmetry_functions(*D, species, offsets, neighbor_species, vectors,
                                                     cuda_launch);
@@ -49,7 +55,7 @@ at::Tensor contract_cuda(const DescriptorsPtr &D, const at::Tensor &species,
                          const at::Tensor &offsets, const at::Tensor &neighbor_species,
                          const at::Tensor &vectors, const at::Tensor &c, const at::Tensor &cache)
 {
-  require_cuda(vectors);
+  require_cuda(species, offsets, neighbor_species, vectors);
   const c10::cuda::CUDAGuard guard(vectors.device());
   return nnmd::torch_ops::device_contract(*D, species, offsets, neighbor_species, vectors, c, cache,
                                           cuda_launch);
@@ -59,7 +65,7 @@ at::Tensor jvp_cuda(const DescriptorsPtr &D, const at::Tensor &species, const at
                     const at::Tensor &neighbor_species, const at::Tensor &vectors,
                     const at::Tensor &u, const at::Tensor &cache)
 {
-  require_cuda(vectors);
+  require_cuda(species, offsets, neighbor_species, vectors);
   const c10::cuda::CUDAGuard guard(vectors.device());
   return nnmd::torch_ops::device_jvp(*D, species, offsets, neighbor_species, vectors, u, cache,
                                      cuda_launch);
@@ -70,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor> jacobian_cuda(const DescriptorsPtr &D, const 
                                                  const at::Tensor &neighbor_species,
                                                  const at::Tensor &vectors)
 {
-  require_cuda(vectors);
+  require_cuda(species, offsets, neighbor_species, vectors);
   const c10::cuda::CUDAGuard guard(vectors.device());
   return nnmd::torch_ops::device_jacobian(*D, species, offsets, neighbor_species, vectors,
                                           cuda_launch);
