@@ -286,7 +286,7 @@ LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+)
 CPU_USE = re.compile(r"^(\S+)% CPU use with", re.M)
 SECTION = re.compile(r"^(Pair|Neigh|Comm|Output|Modify|Other)\s+\|\s+(\S+)\s+\|\s+(\S+)")
 PHASE = re.compile(
-    r"^  (descriptors \(pass 1\)|extrapolation checks|networks \(libtorch\)|forces \(pass 2\))"
+    r"^  (descriptors \(pass 1\)|extrapolation checks|networks(?: \(libtorch\))?|forces \(pass 2\))"
     r"\s+(\S+)"
 )
 PHASES = ("descriptors", "extrapolation", "networks", "forces")
@@ -366,13 +366,14 @@ def run_case(
 
 def interleaved(cases: dict[str, Case], rounds: int, steps: int, workdir: Path) -> dict:
     """The cases with a baseline and their baselines in one `lmp` process on 1 rank: the
-    same system, the potential switched every `steps` steps (pair_style + pair_coeff, a
-    2-step warm-up for libtorch's first calls, then the timed `run steps`), `rounds` times
-    through all of them (every other round in reverse order). Runs seconds apart see the
-    same load of a shared machine, so the ratio of each case to the baseline of its round
-    is less disturbed than between processes minutes apart. Returns per case the loop
-    times (µs/atom/step, wall and CPU) of every round and the median ratios to its
-    baseline."""
+    same system, the potential switched in turn (pair_style + pair_coeff, an untimed `run
+    steps`, then the timed `run steps`), `rounds` times through all of them (every other
+    round in reverse order). The untimed run holds libtorch's first call of each network
+    method at full size, which optimises its graph (about 0.1 s for the demo committee).
+    Runs seconds apart see the same load of a shared machine, so the ratio of each case to
+    the baseline of its round is less disturbed than between processes minutes apart.
+    Returns per case the loop times (µs/atom/step, wall and CPU) of every round and the
+    median ratios to its baseline."""
     names = [n for n, c in cases.items() if c.baseline is not None]
     names = [*dict.fromkeys([cases[n].baseline for n in names] + names)]
     if len(names) < 2:
@@ -390,7 +391,7 @@ def interleaved(cases: dict[str, Case], rounds: int, steps: int, workdir: Path) 
     order = []  # every other round backwards, so that no case always follows the same one
     for r in range(rounds):
         for n in names if r % 2 == 0 else names[::-1]:
-            lines += [*split(cases[n])[1], "run 2", f"run {steps}"]
+            lines += [*split(cases[n])[1], f"run {steps}", f"run {steps}"]
             order.append(n)
     deck = workdir / "in.interleaved"
     deck.write_text("\n".join(lines) + "\n")
@@ -481,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--ranks", default="1,2")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="0: only --interleave")
     ap.add_argument("--quick", action="store_true", help="fewer steps (for a smoke run)")
     ap.add_argument(
         "--hdnnp-plugin",
@@ -500,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="ROUNDS",
         help="also time the cases with a baseline (committee, extrapolation checks) in one "
-        "lmp process, switching the potential every --interleave-steps steps, ROUNDS "
-        "times through them (1 rank)",
+        "lmp process, each potential in turn for --interleave-steps untimed and as many "
+        "timed steps, ROUNDS times through them (1 rank)",
     )
     ap.add_argument("--interleave-steps", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -544,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{runs[name, n][-1][0]:.3f} µs/atom/step, CPU {runs[name, n][-1][4]:.3f}",
                     flush=True,
                 )
-    for name, case in cases.items():
+    for name, case in cases.items() if args.repeats > 0 else ():
         for n in ranks:
             times = [r[0] for r in runs[name, n]]
             cpu_times = [r[4] for r in runs[name, n]]
@@ -679,8 +680,9 @@ def main(argv: list[str] | None = None) -> int:
     if inter:
         print()
         print(
-            f"in one process, the potential switched every {args.interleave_steps} steps, "
-            f"{args.interleave} rounds (1 rank; µs/atom/step, median over rounds)"
+            f"in one process, each potential in turn for {args.interleave_steps} untimed and "
+            f"{args.interleave_steps} timed steps, {args.interleave} rounds (1 rank; "
+            "µs/atom/step, median over rounds)"
         )
         print(
             f"{'case':20s} {'µs/atom/step':>13s} {'CPU µs':>8s} {'baseline':12s} "
