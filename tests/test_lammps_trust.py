@@ -479,6 +479,106 @@ def test_committee_deviations_equal_numpy_from_members(committee, tmp_path, npro
     )
 
 
+# -- native network evaluation: equal to the TorchScript methods ---------------------------
+
+
+def _cpu_has_avx2_fma() -> bool:
+    flags = next(
+        (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
+        "",
+    ).split()
+    return "avx2" in flags and "fma" in flags
+
+
+@pytest.fixture(scope="module")
+def tanh_models(tmp_path_factory):
+    """C, N, Cu networks of tanh layers and a linear output (what pair_style nnmd evaluates
+    natively), N with normalize_nodes: a single network and a committee of 3."""
+    from nnmd_lammps.model import Potential, build_hdnnp, save_model
+
+    d = tmp_path_factory.mktemp("tanh")
+    elements = ["C", "N", "Cu"]
+    base = random_potential(
+        elements, seed=51, rc=4.0, activations=("tanh", "tanh", "identity"), hidden=(9, 6)
+    )
+    desc = base.description
+    desc.networks["N"].normalize_nodes = True
+    models = {}
+    for size in (1, 3):
+        desc.committee = size
+        torch.manual_seed(52 + size)
+        models[size] = d / f"tanh{size}.pt"
+        save_model(models[size], base.spec, build_hdnnp(elements, desc), desc, {"kind": "test"})
+    return models, Potential
+
+
+def _native_run(model: Path, atoms: Atoms, workdir: Path, committee: bool) -> tuple[str, dict]:
+    """Single point (uncertainty every step for a committee); the log and the dump of
+    forces, per-atom energies and deviations."""
+    data = workdir / "s.data"
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_lammps_data(data, atoms, ["C", "N", "Cu"])
+    dev = ["fix fp all pair 1 nnmd force_deviation 0 energy_deviation 0"] if committee else []
+    rc, log = _lmp(
+        [
+            *_head(data),
+            "pair_style nnmd" + (" uncertainty every 1" if committee else ""),
+            f"pair_coeff * * {model} C N Cu",
+            "compute pe all pe/atom",
+            *dev,
+            "thermo_style custom step pe",
+            "thermo_modify format float %.17g",
+            "dump d all custom 1 dump.atoms id fx fy fz c_pe"
+            + (" f_fp[1] f_fp[2]" if committee else ""),
+            "dump_modify d sort id format float %.17g",
+            "run 0",
+        ],
+        workdir,
+    )
+    assert rc == 0, log[-3000:]
+    return log, _last_dump(workdir / "dump.atoms")
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_native_networks_equal_libtorch(tanh_models, tmp_path, monkeypatch, size):
+    """Networks of tanh layers run natively (AVX2) where the CPU allows: energies, forces,
+    per-atom energies and committee deviations equal those of the TorchScript methods
+    (NNMD_NETWORKS=libtorch) to rounding, and the Python prediction to 1e-10."""
+    models, Potential = tanh_models
+    atoms = _committee_structure(seed=7)
+    committee = size > 1
+    monkeypatch.delenv("NNMD_NETWORKS", raising=False)
+    log_n, nat = _native_run(models[size], atoms, tmp_path / "native", committee)
+    monkeypatch.setenv("NNMD_NETWORKS", "libtorch")
+    log_t, ref = _native_run(models[size], atoms, tmp_path / "libtorch", committee)
+    expect = "(native AVX2)" if _cpu_has_avx2_fma() else "(libtorch: no AVX2 and FMA)"
+    assert expect in log_n
+    assert "(libtorch: NNMD_NETWORKS=libtorch)" in log_t
+    pe_n, pe_t = _thermo(log_n)[-1, 1], _thermo(log_t)[-1, 1]
+    assert abs(pe_n - pe_t) <= 1e-12 * abs(pe_t)
+    cols = ["fx", "fy", "fz", "c_pe"] + (["f_fp[1]", "f_fp[2]"] if committee else [])
+    for c in cols:
+        scale = np.abs(ref[c]).max()
+        assert scale > 1e-3, c
+        np.testing.assert_allclose(nat[c], ref[c], rtol=0, atol=1e-12 * scale, err_msg=c)
+    # and the Python prediction
+    pred = Potential.load(models[size]).evaluate([atoms], uncertainty=committee)[0]
+    forces = np.stack([nat["fx"], nat["fy"], nat["fz"]], axis=1)
+    assert abs(pe_n - pred.energy) < 1e-10 * abs(pred.energy)
+    assert np.abs(forces - pred.forces).max() < 1e-10 * np.abs(pred.forces).max()
+    if committee:
+        np.testing.assert_allclose(nat["f_fp[1]"], pred.force_deviation, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(nat["f_fp[2]"], pred.energy_deviation, rtol=0, atol=1e-10)
+
+
+def test_other_activations_use_libtorch(committee, tmp_path):
+    """A model with softplus layers (not evaluated natively) runs through libtorch and says
+    so."""
+    models, _, _ = committee
+    log, _ = _native_run(models["plain"], _committee_structure(), tmp_path, True)
+    assert "(libtorch: networks not recognised: activation softplus)" in log
+
+
 def _md_deck(data: Path, model: Path, threshold: float, steps: int) -> list[str]:
     return [
         *_head(data),

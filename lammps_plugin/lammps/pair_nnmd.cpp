@@ -279,9 +279,10 @@ void PairNNMD::coeff(int narg, char **arg)
     if (!info.training_range.empty()) extras += ", training range stored";
     utils::logmesg(lmp,
                    "pair nnmd: model {} ({}), elements {}, cutoff {:.6g} Angstrom, {} "
-                   "libtorch thread(s) per rank, {} networks on {}{}\n",
+                   "libtorch thread(s) per rank, {} networks on {} ({}){}\n",
                    model_file, info.created_by, known, cutoff_model, nthreads,
-                   single_precision ? "float32" : "float64", device, extras);
+                   single_precision ? "float32" : "float64", device, model->network_evaluation(),
+                   extras);
   }
 }
 
@@ -858,7 +859,7 @@ void PairNNMD::finish()
   MPI_Allreduce(mine, mx, NP, MPI_DOUBLE, MPI_MAX, world);
   if (comm->me == 0) {
     const double total = sum[0] + sum[1] + sum[2] + sum[3];
-    const char *names[NP] = {"descriptors (pass 1)", "extrapolation checks", "networks (libtorch)",
+    const char *names[NP] = {"descriptors (pass 1)", "extrapolation checks", "networks",
                              "forces (pass 2)"};
     std::string msg = fmt::format("pair nnmd profile over {} force calls (seconds per rank: "
                                   "average, max; share of pair time):\n",

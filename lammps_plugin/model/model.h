@@ -70,10 +70,18 @@ class Model {
   // Number of intra-op threads libtorch uses in this process.
   static void set_threads(int n);
 
+  // How evaluate() and evaluate_committee() run the networks: "native AVX2" (float64 on
+  // the CPU, networks of tanh and identity layers, one thread, results checked against the
+  // TorchScript methods at load time) or "libtorch: reason". NNMD_NETWORKS=libtorch in the
+  // environment keeps libtorch.
+  const std::string &network_evaluation() const;
+
  private:
   struct Impl;
   void run(const char *method, int members, int element, const double *G, int n, double *E,
            double *dEdG);
+  void run_native(int element, bool members, const double *G, int n, double *E, double *dEdG);
+  std::string native_setup();
   std::unique_ptr<Impl> impl_;
   ModelInfo info_;
   int committee_size_ = 1;
