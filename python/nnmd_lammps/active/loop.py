@@ -10,8 +10,8 @@ Iteration k (directory ``DIR/iter_k/``) runs five stages:
 2. **train**: ``train/`` is a complete ``nnmd train`` run on that data set (committee as
    configured). With ``warm_start`` (the default), iterations after the first start from
    the previous iteration's committee (``training.initial_model``): its symmetry
-   functions, scaling, reference energies and weights are kept, only the training range
-   follows the new data, and ``warm_start_epochs`` (if given) replaces
+   functions, reference energies and network function are kept (scaling and training
+   range follow the new data, the first layers rescaled exactly), and ``warm_start_epochs`` (if given) replaces
    ``training.epochs``. ``warm_start: false`` retrains from scratch with the same seed
    (descriptors and scaling then follow the growing data). Either way every model is
    reproducible from its ``train/config.yaml``.

@@ -45,7 +45,7 @@ from ..model.modelfile import (
     metadata_dict,
     save_model,
 )
-from ..model.networks import HDNNP, ModelDescription, NetworkSpec, build_hdnnp
+from ..model.networks import HDNNP, ElementNetwork, ModelDescription, NetworkSpec, build_hdnnp
 from ..model.repulsion import ZBLRepulsion, default_zbl_radii
 from .checkpoint import (
     CHECKPOINT,
@@ -101,6 +101,36 @@ class _Predicted:
     energy: float
     forces: np.ndarray | None
     stress: np.ndarray | None
+
+
+@torch.no_grad()
+def rescale_first_layers(model: HDNNP, state: dict[str, torch.Tensor]) -> None:
+    """Load the weights ``state`` of a model with another descriptor scaling into
+    ``model`` (whose scaling buffers hold the new scaling) so that every network computes
+    the same function of the raw descriptors: with x = (G - a) f + t the old and x' the
+    new scaled input, x = r x' + c (r = f / f', c = (a' - a) f + t - t' r), so the first
+    layer becomes W' = W diag(r), b' = b + W c."""
+    new_buffers = {
+        k: v.clone() for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] in SCALING
+    }
+    model.load_state_dict(state)
+    for name, module in model.named_modules():
+        if not isinstance(module, ElementNetwork):
+            continue
+        a, f, t = module.g_shift.clone(), module.g_factor.clone(), module.g_target.clone()
+        a2, f2, t2 = (new_buffers[f"{name}.{b}"] for b in SCALING)
+        r = f / f2
+        c = (a2 - a) * f + t - t2 * r
+        first = module.linears[0]
+        first.bias.add_(first.weight @ c)
+        first.weight.mul_(r)
+        module.g_shift.copy_(a2)
+        module.g_factor.copy_(f2)
+        module.g_target.copy_(t2)
+
+
+#: the scaling buffers of an ElementNetwork: shift a, factor f, target t
+SCALING = ("g_shift", "g_factor", "g_target")
 
 
 class Trainer:
@@ -337,6 +367,15 @@ class Trainer:
             # the initial model; the training range is that of this run's training data
             description = copy.deepcopy(initial.description)
             description.training_range = train_ranges()
+            # the scaling follows the new data; rescale_first_layers keeps the networks'
+            # functions unchanged under the new scaling
+            stats = None if train_G is not None else train_statistics()
+            for e_idx, e in enumerate(elements):
+                description.scaling[e] = (
+                    scaling_from(train_G[e_idx], cfg.network.scaling)
+                    if train_G is not None
+                    else scaling_from_statistics(stats[e_idx], cfg.network.scaling)
+                )
         elif ck is None:
             description = ModelDescription()
             mu, scale = fit_reference_energies(fit_sets["train"], elements)
@@ -372,7 +411,7 @@ class Trainer:
             description = resumed_description
         model = build_hdnnp(elements, description, dtype=dtype).to(device)
         if initial is not None:
-            model.load_state_dict(initial.module.state_dict())
+            rescale_first_layers(model, initial.module.state_dict())
         meta_json = json.dumps(metadata_dict(spec, description, dtype=tc.dtype), allow_nan=False)
         weights = LossWeights(tc.energy_weight, tc.force_weight, tc.stress_weight)
         n_params = sum(p.numel() for p in model.parameters())
