@@ -2,8 +2,8 @@
 computed per batch from the raw structures in background worker processes
 (docs/training.md, "Memory: in memory or streamed").
 
-A :class:`TaskRunner` computes :class:`Task` s (a training batch, the descriptors of a
-chunk of structures, descriptor statistics of a chunk) in ``workers`` processes of a torch
+A :class:`TaskRunner` computes :class:`Task` s (a training batch, descriptor statistics
+of a chunk of structures) in ``workers`` processes of a torch
 ``DataLoader`` (inline with 0 workers), in order, so that the results are the same for
 any number of workers. A set source (:class:`MemorySource`, :class:`StreamSource`) gives
 the batches of a list of per-step structure lists, and a set (or one rank's share of it) in
@@ -29,13 +29,11 @@ from ..descriptors.spec import DescriptorSpec
 from ..model.potential import make_batch
 from .loss import LossNorm, loss_norm
 from .statistics import DescriptorStatistics
-from .tensors import TrainingBatch, TrainingData, chunk_ranges, chunk_values, structure_batch
+from .tensors import TrainingBatch, TrainingData, chunk_ranges, structure_batch
 
 #: Atoms per part when a whole set is streamed (validation loss, L-BFGS, statistics):
 #: bounds the memory of a part's descriptors, derivatives and autograd graph.
 STREAM_CHUNK_ATOMS = 1024
-#: Atoms per chunk when descriptors are precomputed for the memory mode.
-MEMORY_CHUNK_ATOMS = 3000
 #: Upper limit of the automatic number of worker processes.
 MAX_AUTO_WORKERS = 4
 #: Structures sampled to estimate the memory of precomputed descriptors.
@@ -45,9 +43,7 @@ ESTIMATE_SAMPLE = 64
 @dataclass(frozen=True)
 class Task:
     """Work for a worker: ``kind`` "batch" (a :class:`TrainingBatch` of structures
-    ``sids`` of set ``set_name``), "values" (the
-    :class:`~nnmd_lammps.descriptors.DescriptorValues` of the consecutive structures
-    ``sids[0]..sids[1]-1``) or "statistics" (per-element
+    ``sids`` of set ``set_name``) or "statistics" (per-element
     :class:`~.statistics.DescriptorStatistics` of structures ``sids``, with co-moments
     if ``correlations``)."""
 
@@ -84,8 +80,6 @@ class StructureTasks(TorchDataset):
         if task.kind == "batch":
             mw = self.member_weight if task.set_name == "train" else None
             return structure_batch(data, sids, self.calc, self.elements, self.dtype, mw)
-        if task.kind == "values":
-            return chunk_values(data, self.calc, self.elements, int(sids[0]), int(sids[1]))
         if task.kind == "statistics":
             structures = [data.structures[k] for k in sids]
             b = make_batch(structures, self.elements, self.calc.cutoff)
@@ -240,11 +234,6 @@ def statistics_tasks(
         Task("statistics", name, tuple(range(a, b)), correlations)
         for a, b in chunk_ranges(data.n_atoms, chunk_atoms)
     ]
-
-
-def memory_values_tasks(data: Dataset, name: str) -> list[Task]:
-    """Tasks for the descriptors of ``data`` in the chunks :class:`TrainingData` expects."""
-    return [Task("values", name, (a, b)) for a, b in chunk_ranges(data.n_atoms, MEMORY_CHUNK_ATOMS)]
 
 
 def estimated_memory_bytes(

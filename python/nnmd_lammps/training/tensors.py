@@ -9,7 +9,6 @@ from the raw structures (the "stream" mode, :mod:`.streaming`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -225,11 +224,7 @@ class TrainingData:
         dtype: torch.dtype,
         device: torch.device,
         chunk_atoms: int = 3000,
-        values: Iterable[ChunkValues] | None = None,
     ) -> None:
-        """``values``: the descriptors of the chunks ``chunk_ranges(data.n_atoms,
-        chunk_atoms)`` in order, as :func:`chunk_values` gives them (computed elsewhere,
-        e.g. in worker processes); computed here when None."""
         self.data = data
         nel = len(elements)
         B = len(data)
@@ -240,10 +235,8 @@ class TrainingData:
         row_counts = np.zeros((nel, B), dtype=np.int64)
         pair_counts = np.zeros((nel, B), dtype=np.int64)
         row_base = [0] * nel
-        ranges = chunk_ranges(natoms, chunk_atoms)
-        if values is None:
-            values = (chunk_values(data, calc, elements, a, b) for a, b in ranges)
-        for (start, stop), desc in zip(ranges, values, strict=True):
+        for start, stop in chunk_ranges(natoms, chunk_atoms):
+            desc = chunk_values(data, calc, elements, start, stop)
             owner = np.repeat(np.arange(start, stop), natoms[start:stop])
             a0 = int(self.atom_off[start])
             for e in range(nel):

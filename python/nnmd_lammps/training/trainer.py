@@ -73,7 +73,6 @@ from .streaming import (
     StructureTasks,
     TaskRunner,
     estimated_memory_bytes,
-    memory_values_tasks,
     resolve_workers,
     statistics_tasks,
 )
@@ -330,9 +329,11 @@ class Trainer:
         sources: dict[str, Source] = {}
         train_G: list[torch.Tensor] | None = None
         if mode == "memory":
+            # computed here, not by the workers: tensors that arrive from the workers (in
+            # shared memory) leave this process's heap small, and the full-batch L-BFGS
+            # temporaries (tens of MB) then cost fresh pages (page faults) at every step
             for name, ds in loss_sets.items():
-                values = runner.run(memory_values_tasks(ds, name)) if workers else None
-                td = TrainingData(ds, calc, elements, dtype, device, values=values)
+                td = TrainingData(ds, calc, elements, dtype, device)
                 if name == "train" and counts is not None:
                     td.member_weight = torch.tensor(counts, dtype=dtype, device=device)
                 sources[name] = MemorySource(td)
