@@ -11,10 +11,10 @@ Iteration k (directory ``DIR/iter_k/``) runs five stages:
    configured). With ``warm_start`` (the default), iterations after the first start from
    the previous iteration's committee (``training.initial_model``): its symmetry
    functions, reference energies and network function are kept (scaling and training
-   range follow the new data, the first layers rescaled exactly), and ``warm_start_epochs`` (if given) replaces
-   ``training.epochs``. ``warm_start: false`` retrains from scratch with the same seed
-   (descriptors and scaling then follow the growing data). Either way every model is
-   reproducible from its ``train/config.yaml``.
+   range follow the new data, the first layers rescaled exactly), and
+   ``warm_start_epochs`` (if given) replaces ``training.epochs``. ``warm_start: false``
+   retrains from scratch with the same seed (descriptors and scaling then follow the
+   growing data). Either way every model is reproducible from its ``train/config.yaml``.
 3. **explore**: ``explore/run_NNN/`` holds one LAMMPS MD run per temperature x pressure x
    start structure (``in.lammps``, ``log.lammps``, ``md.dump``, ``result.json``), run with
    ``lmp`` (under ``mpirun -np ranks`` when ranks > 1) and ``pair_style nnmd uncertainty``:
