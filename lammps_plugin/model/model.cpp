@@ -8,7 +8,11 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)    // GCC and clang: the native networks
+#define NNMD_NATIVE_NETWORKS 1
+#define NNMD_AVX2 __attribute__((target("avx2,fma")))
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -57,16 +61,16 @@ struct NativeElement {
   std::vector<NativeNetwork> members;    // 1 for a single network
 };
 
-constexpr int LANES = 8;    // atoms per block
+constexpr int LANES = 8;          // atoms per block
+constexpr int MAX_LAYERS = 16;    // more: libtorch
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#ifdef NNMD_NATIVE_NETWORKS
 
 // tanh of 4 doubles, within 2 ulp of the correctly rounded value: for |x| < 0.625 the
 // rational approximation x + x z P(z) / Q(z), z = x^2, otherwise sign(x) (1 - 2 / (exp(2|x|)
 // + 1)) with exp from a rational approximation of exp(r), |r| <= ln 2 / 2, times 2^n (the
 // Cephes library's coefficients); NaN stays NaN
-inline __m256d tanh4(__m256d x)
+NNMD_AVX2 inline __m256d tanh4(__m256d x)
 {
   const __m256d sign = _mm256_set1_pd(-0.0), one = _mm256_set1_pd(1.0), two = _mm256_set1_pd(2.0);
   const __m256d ax = _mm256_andnot_pd(sign, x), z = _mm256_mul_pd(x, x);
@@ -111,8 +115,8 @@ inline __m256d tanh4(__m256d x)
 
 // y[j][.] = bias[j] + sum_i A[j][i] x[i][.] for a block of LANES atoms (A: rows x cols,
 // row-major; bias may be null), four rows of A at a time
-void affine_block(const double *A, const double *bias, int rows, int cols, const double *x,
-                  double *y)
+NNMD_AVX2 void affine_block(const double *A, const double *bias, int rows, int cols,
+                            const double *x, double *y)
 {
   int j = 0;
   for (; j + 4 <= rows; j += 4) {
@@ -149,13 +153,11 @@ void affine_block(const double *A, const double *bias, int rows, int cols, const
 // One network on one block: x0 the scaled input [S][LANES]; energies E[LANES] and dE/dG
 // (before the input factor) into grad [S][LANES]. work: per layer the activations and their
 // derivatives ([nout][LANES] each), then two gradient buffers of the widest layer.
-constexpr int MAX_LAYERS = 16;    // more: libtorch
-
 // One network on one block: x0 the scaled input [S][LANES]; energies E[LANES] and dE/dG
 // before the input factor into grad [S][LANES]. work: per layer its activations and their
 // derivatives ([nout][LANES] each), then two gradient buffers of the widest layer (wmax).
-void network_block(const NativeNetwork &net, const double *x0, double *work, std::size_t wmax,
-                   double *E, double *grad)
+NNMD_AVX2 void network_block(const NativeNetwork &net, const double *x0, double *work,
+                             std::size_t wmax, double *E, double *grad)
 {
   const int L = static_cast<int>(net.layers.size());
   const __m256d one = _mm256_set1_pd(1.0);
@@ -206,7 +208,7 @@ void network_block(const NativeNetwork &net, const double *x0, double *work, std
   }
 }
 
-#pragma GCC pop_options
+#endif    // NNMD_NATIVE_NETWORKS
 
 std::vector<double> tensor_values(const torch::Tensor &t)
 {
@@ -349,8 +351,12 @@ std::string Model::native_setup()
   if (env && std::string(env) == "libtorch") return "NNMD_NETWORKS=libtorch";
   if (im.device.type() != torch::kCPU) return "device cuda";
   if (im.dtype != torch::kFloat64) return "precision float32";
+#ifdef NNMD_NATIVE_NETWORKS
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return "no AVX2 and FMA";
+#else
+  return "not an x86-64 build";
+#endif
   const int nel = static_cast<int>(info_.elements.size());
   im.native.assign(nel, {});
   std::size_t work = 0;
@@ -466,7 +472,9 @@ void Model::run_native(int element, bool members, const double *G, int n, double
           const double g = G[static_cast<std::size_t>(r0 + std::min(r, nr - 1)) * S + s];
           x0[s * LANES + r] = (g - net.shift[s]) * net.factor[s] + net.target[s];
         }
+#ifdef NNMD_NATIVE_NETWORKS
       network_block(net, x0, im.work.data(), im.wmax, eb, gb);
+#endif
       for (int r = 0; r < nr; ++r) {
         const std::size_t row = members ? static_cast<std::size_t>(m) * n + r0 + r : r0 + r;
         double *d = dEdG + row * S;
