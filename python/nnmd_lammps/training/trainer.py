@@ -342,6 +342,10 @@ class Trainer:
                 f"descriptors and derivatives of all structures: {time.perf_counter() - t0:.1f} s"
             )
         else:
+            if not tc.threads and workers > 0:
+                # the workers use the CPUs; more threads here only compete with them (on a
+                # busy 2-CPU machine 2 threads made the training steps 4x slower than 1)
+                torch.set_num_threads(max(1, threads_per_rank(dist) - workers))
             for name, ds in loss_sets.items():
                 sources[name] = StreamSource(runner, name, ds.n_atoms, device)
             self.log(
