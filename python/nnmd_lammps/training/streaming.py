@@ -90,6 +90,24 @@ class StructureTasks(TorchDataset):
         raise ValueError(f"unknown task kind {task.kind!r}")
 
 
+class PredictionTasks(TorchDataset):
+    """Predictions of a model (a :class:`~nnmd_lammps.model.Potential`) for structures of
+    the data sets: a task ("predict", set, sids) gives, per structure, (index, energy,
+    forces, stress)."""
+
+    def __init__(self, sets: dict[str, Dataset], potential: Any) -> None:
+        self.sets = sets
+        self.potential = potential
+
+    def __len__(self) -> int:
+        return sum(len(ds) for ds in self.sets.values())
+
+    def __getitem__(self, task: Task) -> Any:  # type: ignore[override]
+        data = self.sets[task.set_name]
+        preds = self.potential.evaluate([data.structures[k] for k in task.sids], stress=True)
+        return [(k, p.energy, p.forces, p.stress) for k, p in zip(task.sids, preds, strict=True)]
+
+
 def _as_is(x: Any) -> Any:
     return x
 
@@ -99,7 +117,7 @@ class TaskRunner:
     two tasks in flight per worker) or here (0 workers). Workers are started per call of
     :meth:`run` and end with it; they see the tasks object as it is at that moment."""
 
-    def __init__(self, tasks: StructureTasks, workers: int) -> None:
+    def __init__(self, tasks: StructureTasks | PredictionTasks, workers: int) -> None:
         self.tasks = tasks
         self.workers = max(0, int(workers))
 
@@ -224,6 +242,18 @@ class StreamSource:
         idx = np.arange(self.n) if share is None else np.asarray(share, dtype=np.int64)
         chunks = [idx[a:b] for a, b in chunk_ranges(self.natoms[idx], self.chunk_atoms)]
         yield from self.batches(chunks)
+
+
+def chunk_tasks(
+    kind: str, natoms: np.ndarray, name: str, sids: np.ndarray, chunk_atoms: int
+) -> list[Task]:
+    """Tasks of ``kind`` for the structures ``sids`` of set ``name`` in chunks of at most
+    ``chunk_atoms`` atoms."""
+    natoms = np.asarray(natoms)[sids]
+    return [
+        Task(kind, name, tuple(int(k) for k in sids[a:b]))
+        for a, b in chunk_ranges(natoms, chunk_atoms)
+    ]
 
 
 def statistics_tasks(

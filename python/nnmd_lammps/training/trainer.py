@@ -68,10 +68,12 @@ from .statistics import (
 )
 from .streaming import (
     MemorySource,
+    PredictionTasks,
     SetInfo,
     StreamSource,
     StructureTasks,
     TaskRunner,
+    chunk_tasks,
     estimated_memory_bytes,
     resolve_workers,
     statistics_tasks,
@@ -80,6 +82,8 @@ from .tensors import TrainingData
 
 #: A set's batches: precomputed (memory mode) or computed per batch (stream mode)
 Source = MemorySource | StreamSource
+#: Atoms per chunk of the final predictions (one task of a worker)
+PREDICT_CHUNK_ATOMS = 2000
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -147,6 +151,7 @@ class Trainer:
         self.dist = Distributed()
         self._logfile = None
         self._dtype = torch.float64  # the training dtype (set by run)
+        self._workers = 0  # worker processes per rank (set by run)
         self._infos: dict[str, SetInfo] = {}  # loss normalisation data of the loss sets
 
     def log(self, msg: str) -> None:
@@ -426,7 +431,7 @@ class Trainer:
 
         if ck is None:
             ck = TrainingState(json.dumps(cfg.to_dict()), meta_json)
-        self._dtype, self._infos = dtype, infos
+        self._dtype, self._infos, self._workers = dtype, infos, workers
         state = self._train_adam(model, sources, weights, ck)
         state = self._refine(model, sources, weights, state)
         model.load_state_dict(state.best_state)
@@ -822,7 +827,10 @@ class Trainer:
             if dist.is_main:
                 dump_config(cfg, self.out / "config.yaml")
             pot = Potential.load(path)
-            predicted = {name: self._predict(pot, ds) for name, ds in sets.items() if len(ds)}
+            runner = TaskRunner(PredictionTasks(sets, pot), self._workers)
+            predicted = {
+                name: self._predict(runner, name, ds) for name, ds in sets.items() if len(ds)
+            }
         metrics: dict[str, Any] = {"training_seconds": seconds}
         if dist.is_main:
             for name, preds in predicted.items():
@@ -850,16 +858,14 @@ class Trainer:
             )
         return dist.broadcast_object(metrics)
 
-    def _predict(self, pot: Any, ds: Dataset) -> list[_Predicted]:
+    def _predict(self, runner: TaskRunner, name: str, ds: Dataset) -> list[_Predicted]:
         """Energies, forces and stresses of every structure of ``ds`` (each rank predicts
-        its share; rank 0 receives them all, in order; other ranks get an empty list)."""
+        its share, in chunks, by its workers; rank 0 receives them all, in order; other
+        ranks get an empty list)."""
         dist = self.dist
         mine = dist.share(np.arange(len(ds)))
-        preds = pot.evaluate([ds.structures[k] for k in mine], stress=True)
-        local = [
-            (int(k), _Predicted(p.energy, p.forces, p.stress))
-            for k, p in zip(mine, preds, strict=True)
-        ]
+        tasks = chunk_tasks("predict", ds.n_atoms, name, mine, PREDICT_CHUNK_ATOMS)
+        local = [(int(k), _Predicted(e, f, s)) for part in runner.run(tasks) for k, e, f, s in part]
         gathered = dist.gather_objects(local)
         if gathered is None:
             return []
