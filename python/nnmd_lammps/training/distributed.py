@@ -91,6 +91,9 @@ class Distributed:
 
     def close(self) -> None:
         if self.owns_group and tdist.is_initialized():
+            # every rank done with its collectives before the group goes: a rank that tears
+            # gloo down while its peer still talks to it aborts ("terminate called ...")
+            tdist.barrier()
             tdist.destroy_process_group()
             self.owns_group = False
 
