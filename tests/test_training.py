@@ -578,6 +578,14 @@ def random_model(spec):
     return build_hdnnp(["Cu"], desc, dtype=torch.float64)
 
 
+def test_automatic_number_of_workers():
+    """training.workers unset: one per CPU of the rank (at most 4), none for one CPU."""
+    from nnmd_lammps.training.streaming import resolve_workers
+
+    assert [resolve_workers(None, n) for n in (1, 2, 3, 16)] == [0, 2, 3, 4]
+    assert resolve_workers(3, 1) == 3 and resolve_workers(0, 8) == 0
+
+
 def test_memory_estimate_matches_the_precomputed_tensors(cu_data):
     """The estimate that chooses the mode equals the bytes TrainingData holds (all
     structures sampled; up to the per-structure fields)."""

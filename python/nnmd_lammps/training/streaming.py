@@ -144,10 +144,15 @@ class TaskRunner:
 
 def resolve_workers(configured: int | None, cpus_per_rank: int) -> int:
     """``training.workers``, or automatically one per CPU of this rank (at most
-    MAX_AUTO_WORKERS): the main process mostly waits for the descriptors."""
+    MAX_AUTO_WORKERS; the main process mostly waits for the descriptors), and none when
+    the rank has a single CPU: a worker would then only take turns with its own rank,
+    and every rank waits for the slowest at each step (1 M atoms of Cu, 2 ranks on 2
+    CPUs: 183 structures/s with one worker each, 243 without)."""
     if configured is not None:
         return configured
-    return max(1, min(MAX_AUTO_WORKERS, cpus_per_rank))
+    if cpus_per_rank <= 1:
+        return 0
+    return min(MAX_AUTO_WORKERS, cpus_per_rank)
 
 
 @dataclass
