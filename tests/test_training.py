@@ -562,6 +562,48 @@ def test_loss_of_parts_with_the_whole_norm_adds_up(cu_data):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-14)
 
 
+def test_batch_predictions_equal_the_potential(cu_data):
+    """Energies, forces, stresses and committee force deviations of training batches (dG/dd
+    in neighbour slots, all members in one contraction) equal those of Potential.evaluate
+    (the C++ contraction operator, an independent code path), for the whole set and for a
+    batch cut from it and for a batch computed from the raw structures."""
+    from nnmd_lammps.data import Dataset
+    from nnmd_lammps.descriptors import DescriptorCalculator
+    from nnmd_lammps.model import ModelDescription, Potential
+    from nnmd_lammps.training.loss import predict_batch
+    from nnmd_lammps.training.tensors import TrainingData, structure_batch
+
+    ds = Dataset.from_structures(read_structures(cu_data))
+    spec = generate(["Cu"], GridSettings(4.0, 3, 2, 1.8))
+    calc = DescriptorCalculator(spec)
+    torch.manual_seed(0)
+    model = random_model(spec)
+    td = TrainingData(ds, calc, ["Cu"], torch.float64, torch.device("cpu"))
+    committee = ModelDescription()
+    committee.committee = 2
+    pot = Potential(spec, model, description=committee)
+    sids = np.array([5, 2, 17, 11])
+    for b, idx in (
+        (td.batch(), np.arange(len(ds))),
+        (td.batch(sids), sids),
+        (structure_batch(ds, sids, calc, ["Cu"], torch.float64), sids),
+    ):
+        with torch.no_grad():
+            members = predict_batch(model, b, forces=True, stress=True)
+        ref = pot.evaluate([ds.structures[k] for k in idx], uncertainty=True)
+        E = torch.stack([m[0] for m in members]).mean(0)
+        F = torch.stack([m[1] for m in members])
+        S = torch.stack([m[2] for m in members]).mean(0)
+        np.testing.assert_allclose(E, [r.energy for r in ref], rtol=1e-12)
+        np.testing.assert_allclose(F.mean(0), np.concatenate([r.forces for r in ref]), atol=1e-11)
+        sigma = (F - F.mean(0)).square().sum(-1).mean(0).sqrt()
+        np.testing.assert_allclose(
+            sigma, np.concatenate([r.force_deviation for r in ref]), atol=1e-11
+        )
+        np.testing.assert_allclose(S, np.stack([r.stress for r in ref]), atol=1e-12)
+        assert float(F.abs().max()) > 1e-3 and float(sigma.max()) > 1e-4
+
+
 def random_model(spec):
     """A committee of two small networks on ``spec`` with sigma scaling of unit width."""
     from nnmd_lammps.model import ModelDescription, NetworkSpec, ScalingParams, build_hdnnp
@@ -597,14 +639,10 @@ def test_memory_estimate_matches_the_precomputed_tensors(cu_data):
     ds = Dataset.from_structures(read_structures(cu_data))
     spec = generate(["Cu"], GridSettings(4.0, 3, 4, 1.8))
     td = TrainingData(ds, DescriptorCalculator(spec), ["Cu"], torch.float64, torch.device("cpu"))
-    held = sum(
-        t.numel() * t.element_size()
-        for name in ("G", "pair_row", "pair_i", "pair_j", "pair_d", "pair_struct", "dGdd")
-        for t in getattr(td, name)
-    ) + sum(
-        t.numel() * t.element_size()
-        for t in (*td.row_struct, td.atom_struct, td.forces, td.force_mask)
-    )
+    held = td.nbytes()
+    layouts = [t for x in td.rows for t in (x.dGdd, x.d, x.neighbor, x.centre)]
+    fixed = (td.atom_struct, td.forces, td.force_mask)
+    assert held == sum(t.nbytes for t in (*layouts, *td.G, *td.row_struct, *fixed))
     estimate = estimated_memory_bytes([ds], spec, ["Cu"], 8, sample=len(ds))
     assert estimate == pytest.approx(held, rel=1e-9)
     assert estimated_memory_bytes([ds], spec, ["Cu"], 8, sample=5) == pytest.approx(held, rel=0.2)

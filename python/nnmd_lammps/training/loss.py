@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..descriptors.contraction import forces_and_virial
 from ..model.networks import HDNNP
 from .tensors import TrainingBatch
 
@@ -70,7 +69,7 @@ def predict_batch(
 ) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
     """For every committee member (one for a single network): energies (B,), forces
     (Nb, 3) and stresses (B, 3, 3; ASE sign) of the batch, differentiable in the network
-    weights. One force contraction per member."""
+    weights."""
     ref = b.energy
     size = model.committee
     E = [torch.zeros(b.n_structures, dtype=ref.dtype, device=ref.device) for _ in range(size)]
@@ -87,23 +86,55 @@ def predict_batch(
             en = net.member_energies(b.G[e])
         for m in range(size):
             E[m] = E[m].index_add(0, b.row_struct[e], en[m])
+    if not derivatives:
+        return [(E[m], None, None) for m in range(size)]
+    F, W = contract_rows(b, grads, size, forces, stress)
     out = []
     for m in range(size):
-        if not derivatives:
-            out.append((E[m], None, None))
-            continue
-        c = forces_and_virial(
-            b,
-            [None if g is None else g[m] for g in grads],
-            len(b.atom_struct),
-            forces=forces,
-            virial_rows=b.pair_struct if stress else None,
-            n_virial_rows=b.n_structures,
-        )
-        W = c.virial
-        S = None if W is None else -0.5 * (W + W.transpose(1, 2)) / b.volume[:, None, None]
-        out.append((E[m], c.forces, S))
+        S = None
+        if W is not None:
+            S = -0.5 * (W[m] + W[m].transpose(1, 2)) / b.volume[:, None, None]
+        out.append((E[m], None if F is None else F[m], S))
     return out
+
+
+def contract_rows(
+    b: TrainingBatch,
+    dEdG: list[torch.Tensor | None],
+    members: int,
+    forces: bool = True,
+    virial: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Forces (M, Nb, 3) and per-structure virials (M, B, 3, 3; LAMMPS sign, W = -sum d (x)
+    dE/dd) of M sets of dE/dG (``dEdG[e]`` (M, n_e, S_e) or None), the contraction of
+    docs/symmetry_functions.md section 6 on the batch's :class:`RowLayout`: per element
+    one batched product (n_e, M, S) x (n_e, S, 3K) gives dE/dd of every slot of every
+    member; a row's centre atom gets +sum over its slots, each neighbour -its slot.
+    Differentiable in ``dEdG``."""
+    ref = b.energy
+    n = len(b.atom_struct)
+    m = members
+    opts = {"dtype": ref.dtype, "device": ref.device}
+    f = torch.zeros((n + 1, 3 * m), **opts) if forces else None  # row n: unused slots
+    w = torch.zeros((b.n_structures, 9 * m), **opts) if virial else None
+    for e, g in enumerate(dEdG):
+        layout = b.rows[e]
+        K = layout.slots
+        rows = int(layout.centre.shape[0])
+        if g is None or rows == 0 or K == 0:
+            continue
+        # (rows, M, S) x (rows, S, 3K): dE/dd of every slot and member, (rows, M, K, 3)
+        v = torch.bmm(g.permute(1, 0, 2), layout.dGdd).view(rows, m, K, 3)
+        if f is not None:
+            f = f.index_add(0, layout.centre, v.sum(2).reshape(rows, 3 * m))
+            f = f.index_add(0, layout.neighbor, -v.transpose(1, 2).reshape(rows * K, 3 * m))
+        if w is not None:
+            row_w = -torch.einsum("rka,rmkb->rmab", layout.d, v)
+            w = w.index_add(0, b.row_struct[e], row_w.reshape(rows, 9 * m))
+    return (
+        None if f is None else f[:n].view(n, m, 3).transpose(0, 1),
+        None if w is None else w.view(b.n_structures, m, 3, 3).transpose(0, 1),
+    )
 
 
 def loss_terms(

@@ -278,9 +278,10 @@ def estimated_memory_bytes(
     itemsize: int,
     sample: int = ESTIMATE_SAMPLE,
 ) -> float:
-    """Estimated bytes of :class:`TrainingData` for ``sets`` (descriptors, dG/dd, pair
-    indices, reference forces), extrapolated per atom from the neighbour lists of up to
-    ``sample`` structures of each set spread evenly over it."""
+    """Estimated bytes of :class:`TrainingData` for ``sets`` (descriptors, dG/dd in K
+    neighbour slots per atom, reference forces), extrapolated per atom from the neighbour
+    lists of up to ``sample`` structures of each set spread evenly over it (K: the most
+    neighbours of an atom in the sample)."""
     index = {e: k for k, e in enumerate(elements)}
     rc = [max((f.rc for f in spec.functions[e]), default=0.0) for e in elements]
     nfun = [spec.num_functions(e) for e in elements]
@@ -293,13 +294,14 @@ def estimated_memory_bytes(
         structures = [ds.structures[k] for k in pick]
         b = make_batch(structures, elements, cutoff)
         dist = torch.linalg.vector_norm(b.vectors, dim=1)
-        centre_species = b.species[b.centers]
         n_bytes = 0.0
         for e in elements:
             k = index[e]
-            pairs = int(((centre_species == k) & (dist < rc[k])).sum())
+            inside = (b.species[b.centers] == k) & (dist < rc[k])
+            per_atom = torch.bincount(b.centers[inside], minlength=len(b.species))
+            K = int(per_atom.max()) if len(per_atom) else 0
             atoms = int((b.species == k).sum())
-            n_bytes += pairs * (nfun[k] * 3 * itemsize + 3 * itemsize + 4 * 8)
+            n_bytes += atoms * (nfun[k] * 3 * K * itemsize + K * (3 * itemsize + 8) + 8)
             n_bytes += atoms * (nfun[k] * itemsize + 8)
         sample_atoms = int(sum(len(a) for a in structures))
         n_bytes += sample_atoms * (3 * itemsize + 1 + 8)

@@ -1,6 +1,8 @@
 """Training data as tensors: symmetry functions, their derivatives dG/dd and reference
 values of structures, laid out so that each structure's atoms, rows and pairs are
-contiguous.
+contiguous. dG/dd is held per atom ("row") in K neighbour slots (:class:`RowLayout`), so
+that the force contraction of a batch is one batched matrix product over atoms (all
+committee members at once) instead of one tiny product per pair.
 
 Two ways to the same :class:`TrainingBatch`: :class:`TrainingData` computes the
 descriptors of a whole data set once and cuts batches from them (fast steps, memory
@@ -20,9 +22,79 @@ from ..model.potential import make_batch
 
 
 @dataclass
+class RowLayout:
+    """dG/dd of one element's atoms (the rows of its G) in K neighbour slots per row, K the
+    largest number of neighbours of a row; unused slots are zero and point at a dummy atom.
+
+    ``dGdd`` (n, S, 3K): column 3k + a is d G_s / d d_a of the row's k-th neighbour pair
+    (d = r_j - r_i); ``d`` (n, K, 3) the displacements (Angstrom); ``neighbor`` (n K,) the
+    atom index j of each slot (``n_atoms``, one past the last atom, in unused slots);
+    ``centre`` (n,) the atom index i of each row."""
+
+    dGdd: torch.Tensor
+    d: torch.Tensor
+    neighbor: torch.Tensor
+    centre: torch.Tensor
+
+    @property
+    def slots(self) -> int:
+        return int(self.d.shape[1])
+
+    def to(self, device: torch.device | str) -> RowLayout:
+        return RowLayout(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes for f in fields(self))
+
+
+def row_layout(
+    centre: torch.Tensor,
+    pair_row: torch.Tensor,
+    pair_j: torch.Tensor,
+    pair_d: torch.Tensor,
+    dGdd: torch.Tensor,
+    n_atoms: int,
+    slots: int | None = None,
+) -> RowLayout:
+    """The :class:`RowLayout` of pairs given per pair (``pair_row`` the row, ``pair_j`` the
+    neighbour atom, ``pair_d`` (P, 3), ``dGdd`` (P, S, 3)) for rows centred on atoms
+    ``centre``; ``slots``: K if larger than the largest number of pairs of a row."""
+    n = int(centre.shape[0])
+    P, S = int(dGdd.shape[0]), int(dGdd.shape[1])
+    counts = torch.bincount(pair_row, minlength=n)
+    K = max(int(counts.max()) if P else 0, slots or 0)
+    order = torch.argsort(pair_row, stable=True)
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(pair_row)
+    slot[order] = torch.arange(P, device=pair_row.device) - start[pair_row[order]]
+    flat = pair_row * K + slot
+    D = torch.zeros((n * K, S, 3), dtype=dGdd.dtype, device=dGdd.device)
+    D[flat] = dGdd
+    D = D.view(n, K, S, 3).permute(0, 2, 1, 3).reshape(n, S, 3 * K)
+    d = torch.zeros((n * K, 3), dtype=pair_d.dtype, device=pair_d.device)
+    d[flat] = pair_d
+    neighbor = torch.full((n * K,), n_atoms, dtype=torch.long, device=pair_j.device)
+    neighbor[flat] = pair_j
+    return RowLayout(D, d.view(n, K, 3), neighbor, centre)
+
+
+def _pad_slots(layout: RowLayout, K: int, n_atoms: int) -> RowLayout:
+    """``layout`` with K >= its slots (the added slots unused)."""
+    k0 = layout.slots
+    if k0 == K:
+        return layout
+    n = int(layout.centre.shape[0])
+    pad = torch.nn.functional.pad
+    nb = pad(layout.neighbor.view(n, k0), (0, K - k0), value=n_atoms).reshape(-1)
+    return RowLayout(
+        pad(layout.dGdd, (0, 3 * (K - k0))), pad(layout.d, (0, 0, 0, K - k0)), nb, layout.centre
+    )
+
+
+@dataclass
 class TrainingBatch:
-    """Structures of a training batch: reference values and per-element descriptor tensors
-    (the pair fields are those of :class:`~nnmd_lammps.descriptors.DescriptorValues`)."""
+    """Structures of a training batch: reference values and per-element descriptors (rows:
+    the batch's atoms of that element) with their derivatives."""
 
     n_structures: int
     natoms: torch.Tensor  # (B,)
@@ -34,14 +106,9 @@ class TrainingBatch:
     stress: torch.Tensor  # (B, 3, 3)
     stress_mask: torch.Tensor  # (B,) bool
     volume: torch.Tensor  # (B,)
-    G: list[torch.Tensor]
-    row_struct: list[torch.Tensor]
-    pair_row: list[torch.Tensor]
-    pair_i: list[torch.Tensor]
-    pair_j: list[torch.Tensor]
-    pair_d: list[torch.Tensor]
-    pair_struct: list[torch.Tensor]
-    dGdd: list[torch.Tensor]
+    G: list[torch.Tensor]  # per element (n_e, S_e)
+    row_struct: list[torch.Tensor]  # per element (n_e,): the structure of each row
+    rows: list[RowLayout]  # per element: dG/dd
     member_weight: torch.Tensor | None = None  # (M, B) committee bootstrap counts, or None
 
     def to(self, device: torch.device | str) -> TrainingBatch:
@@ -51,7 +118,7 @@ class TrainingBatch:
             return self
 
         def mv(x):
-            if isinstance(x, list):
+            if isinstance(x, list):  # tensors or RowLayouts
                 return [t.to(device) for t in x]
             return x.to(device) if isinstance(x, torch.Tensor) else x
 
@@ -170,21 +237,37 @@ def structure_batch(
     nel = len(elements)
     ref = ReferenceArrays.of(data, sids)
     owner = torch.repeat_interleave(torch.arange(len(sids)), torch.from_numpy(ref.natoms))
+    n_atoms = int(ref.natoms.sum())
     if len(sids):
         structures = [data.structures[k] for k in sids]
         sb = make_batch(structures, elements, calc.cutoff, torch.float64, "cpu")
         desc = ChunkValues.of(calc.compute(sb.species, sb.centers, sb.neighbors, sb.vectors))
         G = [g.to(dtype) for g in desc.G]
         row_struct = [owner[a] for a in desc.atoms]
-        pair_row, pair_i, pair_j = desc.pair_row, desc.pair_i, desc.pair_j
-        pair_d = [d.to(dtype) for d in desc.pair_d]
-        dGdd = [d.to(dtype) for d in desc.dGdd]
+        rows = [
+            row_layout(
+                desc.atoms[e],
+                desc.pair_row[e],
+                desc.pair_j[e],
+                desc.pair_d[e].to(dtype),
+                desc.dGdd[e].to(dtype),
+                n_atoms,
+            )
+            for e in range(nel)
+        ]
     else:
         zi = torch.zeros(0, dtype=torch.long)
         G = [torch.zeros((0, calc.num_functions(e)), dtype=dtype) for e in range(nel)]
-        row_struct = pair_row = pair_i = pair_j = [zi] * nel
-        pair_d = [torch.zeros((0, 3), dtype=dtype)] * nel
-        dGdd = [torch.zeros((0, calc.num_functions(e), 3), dtype=dtype) for e in range(nel)]
+        row_struct = [zi] * nel
+        rows = [
+            RowLayout(
+                torch.zeros((0, calc.num_functions(e), 0), dtype=dtype),
+                torch.zeros((0, 0, 3), dtype=dtype),
+                zi,
+                zi,
+            )
+            for e in range(nel)
+        ]
 
     def t(x: np.ndarray) -> torch.Tensor:
         return torch.tensor(x, dtype=dtype)
@@ -202,19 +285,14 @@ def structure_batch(
         t(ref.volume),
         G,
         row_struct,
-        pair_row,
-        pair_i,
-        pair_j,
-        pair_d,
-        [owner[i] for i in pair_i],
-        dGdd,
+        rows,
         None if member_weight is None else t(member_weight[:, sids]),
     )
 
 
 class TrainingData:
     """Descriptors, their derivatives and reference values of a dataset, laid out so that
-    each structure's atoms, rows and pairs are contiguous."""
+    each structure's atoms and rows are contiguous."""
 
     def __init__(
         self,
@@ -231,47 +309,50 @@ class TrainingData:
         self.n = B
         natoms = data.n_atoms
         self.atom_off = np.concatenate([[0], np.cumsum(natoms)])
-        Gs, pr, pi, pj, pd, dg = ([[] for _ in range(nel)] for _ in range(6))
+        n_total = int(self.atom_off[-1])
+        Gs: list[list[torch.Tensor]] = [[] for _ in range(nel)]
+        layouts: list[list[RowLayout]] = [[] for _ in range(nel)]
         row_counts = np.zeros((nel, B), dtype=np.int64)
-        pair_counts = np.zeros((nel, B), dtype=np.int64)
-        row_base = [0] * nel
         for start, stop in chunk_ranges(natoms, chunk_atoms):
             desc = chunk_values(data, calc, elements, start, stop)
             owner = np.repeat(np.arange(start, stop), natoms[start:stop])
             a0 = int(self.atom_off[start])
             for e in range(nel):
-                Gs[e].append(desc.G[e])
+                Gs[e].append(desc.G[e].to(dtype))
                 row_counts[e, start:stop] = np.bincount(
                     owner[desc.atoms[e].numpy()], minlength=stop
                 )[start:stop]
-                pair_counts[e, start:stop] = np.bincount(
-                    owner[desc.pair_i[e].numpy()], minlength=stop
-                )[start:stop]
-                pr[e].append(desc.pair_row[e] + row_base[e])
-                pi[e].append(desc.pair_i[e] + a0)
-                pj[e].append(desc.pair_j[e] + a0)
-                pd[e].append(desc.pair_d[e])
-                dg[e].append(desc.dGdd[e])
-                row_base[e] += len(desc.atoms[e])
+                layouts[e].append(
+                    row_layout(
+                        desc.atoms[e] + a0,
+                        desc.pair_row[e],
+                        desc.pair_j[e] + a0,
+                        desc.pair_d[e].to(dtype),
+                        desc.dGdd[e].to(dtype),
+                        n_total,
+                    )
+                )
             del desc
         self.row_off = [np.concatenate([[0], np.cumsum(row_counts[e])]) for e in range(nel)]
-        self.pair_off = [np.concatenate([[0], np.cumsum(pair_counts[e])]) for e in range(nel)]
-
-        def cat(xs, **kw):
-            return torch.cat(xs).to(device=device, **kw)
-
-        self.G = [cat(Gs[e], dtype=dtype) for e in range(nel)]
-        self.pair_row = [cat(pr[e]) for e in range(nel)]
-        self.pair_i = [cat(pi[e]) for e in range(nel)]
-        self.pair_j = [cat(pj[e]) for e in range(nel)]
-        self.pair_d = [cat(pd[e], dtype=dtype) for e in range(nel)]
-        self.dGdd = [cat(dg[e], dtype=dtype) for e in range(nel)]
+        self.G = [torch.cat(Gs[e]).to(device) for e in range(nel)]
+        #: per element: rows with global atom indices (``n_atoms`` of the whole set in
+        #: unused slots), all with the largest K of the set
+        self.rows: list[RowLayout] = []
+        for e in range(nel):
+            K = max(x.slots for x in layouts[e])
+            parts = [_pad_slots(x, K, n_total) for x in layouts[e]]
+            layouts[e] = []
+            self.rows.append(
+                RowLayout(
+                    *(
+                        torch.cat([getattr(x, f.name) for x in parts]).to(device)
+                        for f in fields(RowLayout)
+                    )
+                )
+            )
+            del parts
         self.row_struct = [
             torch.repeat_interleave(torch.arange(B), torch.from_numpy(row_counts[e])).to(device)
-            for e in range(nel)
-        ]
-        self.pair_struct = [
-            torch.repeat_interleave(torch.arange(B), torch.from_numpy(pair_counts[e])).to(device)
             for e in range(nel)
         ]
         self.atom_struct = torch.repeat_interleave(torch.arange(B), torch.from_numpy(natoms)).to(
@@ -291,6 +372,14 @@ class TrainingData:
         self.member_weight: torch.Tensor | None = None
         self._full: TrainingBatch | None = None
 
+    def nbytes(self) -> int:
+        """Bytes of the per-atom and per-row tensors (what grows with the data set)."""
+        return (
+            sum(x.nbytes() for x in self.rows)
+            + sum(t.nbytes for t in (*self.G, *self.row_struct))
+            + sum(t.nbytes for t in (self.atom_struct, self.forces, self.force_mask))
+        )
+
     def batch(self, sids: np.ndarray | None = None) -> TrainingBatch:
         """The structures ``sids`` (all of them, without copies, when None)."""
         if sids is None:
@@ -308,18 +397,14 @@ class TrainingData:
                     self.volume,
                     self.G,
                     self.row_struct,
-                    self.pair_row,
-                    self.pair_i,
-                    self.pair_j,
-                    self.pair_d,
-                    self.pair_struct,
-                    self.dGdd,
+                    self.rows,
                     self.member_weight,
                 )
             return self._full
         dev = self.device
         sids = np.asarray(sids, dtype=np.int64)
         local_struct = np.arange(len(sids))
+        n_total = int(self.atom_off[-1])
 
         def ranges(off: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             """Global indices of the selected structures' items, their local structure, and
@@ -344,18 +429,20 @@ class TrainingData:
             )
 
         atoms, atom_owner, atom_shift = ranges(self.atom_off)
-        G, rs, prow, pi, pj, pd, ps, dg = [], [], [], [], [], [], [], []
+        n_batch = int(atoms.shape[0])
+        G, rs, layouts = [], [], []
         for e in range(len(self.G)):
-            rows, row_owner, row_shift = ranges(self.row_off[e])
-            pairs, pair_owner, _ = ranges(self.pair_off[e])
+            rows, row_owner, _ = ranges(self.row_off[e])
             G.append(self.G[e][rows])
             rs.append(row_owner)
-            prow.append(self.pair_row[e][pairs] + row_shift[pair_owner])
-            pi.append(self.pair_i[e][pairs] + atom_shift[pair_owner])
-            pj.append(self.pair_j[e][pairs] + atom_shift[pair_owner])
-            pd.append(self.pair_d[e][pairs])
-            ps.append(pair_owner)
-            dg.append(self.dGdd[e][pairs])
+            full = self.rows[e]
+            shift = atom_shift[row_owner]
+            K = full.slots
+            nb = full.neighbor.view(full.centre.shape[0], K)[rows]
+            nb = torch.where(nb == n_total, n_batch, nb + shift[:, None])
+            layouts.append(
+                RowLayout(full.dGdd[rows], full.d[rows], nb.reshape(-1), full.centre[rows] + shift)
+            )
         s = torch.from_numpy(sids).to(dev)
         return TrainingBatch(
             len(sids),
@@ -370,11 +457,6 @@ class TrainingData:
             self.volume[s],
             G,
             rs,
-            prow,
-            pi,
-            pj,
-            pd,
-            ps,
-            dg,
+            layouts,
             None if self.member_weight is None else self.member_weight[:, s],
         )
