@@ -109,3 +109,88 @@ def test_bad_settings_name_the_key(change, key):
     w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     with pytest.raises(NNMDError, match=key):
         KalmanFilter([[w]], KalmanSettings(**change))
+
+
+# -- the Kalman phase of a training run ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cu_data(tmp_path_factory):
+    import ase.io
+
+    from test_training import emt_structures
+
+    d = tmp_path_factory.mktemp("cu_kalman")
+    ase.io.write(d / "train.extxyz", emt_structures(16, seed=4))
+    return d / "train.extxyz"
+
+
+def _config(data, **kalman) -> dict:
+    return {
+        "cutoff": 4.0,
+        "data": {"train": str(data), "validation_fraction": 0.25},
+        "descriptors": {"radial": 4, "angular": 4, "prune": False},
+        "network": {"hidden": [8], "committee": 2},
+        "training": {
+            "epochs": 3,
+            "batch_size": 4,
+            "learning_rate": 0.01,
+            "seed": 5,
+            "early_stopping_patience": 0,
+            "kalman": {"force_group_atoms": 4, **kalman},
+        },
+    }
+
+
+def _run(cfg: dict, out, resume: bool = False) -> dict:
+    from nnmd_lammps.training import train
+    from nnmd_lammps.training.config import config_from_dict
+
+    train(config_from_dict(cfg, out.parent), out, resume=resume)
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def test_kalman_phase_lowers_the_loss_after_adam(tmp_path, cu_data):
+    """Kalman epochs after three Adam epochs: every committee member's filter updates
+    its own weights, and the training and validation losses fall well below Adam's."""
+    ck = _run(_config(cu_data, epochs=4), tmp_path / "run")
+    h = ck["history"]
+    assert h["kalman_epoch"] == [1, 2, 3, 4]
+    assert h["kalman_val_loss"][-1] < 0.5 * h["val_loss"][-1]
+    assert h["kalman_train_loss"][-1] < 0.5 * h["train_loss"][-1]
+    assert ck["phase"] == "refine" and ck["kalman_epochs"] == 4  # no L-BFGS iterations asked
+    assert len(ck["kalman_state"]) == 2 and all(s["updates"] > 0 for s in ck["kalman_state"])
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "Kalman filter: 4 epochs (done 0), 2 filters" in log
+
+
+def test_kalman_phase_resumes_identically(tmp_path, cu_data):
+    """A run stopped after Kalman epoch 2 (the checkpoint of an epoch) and resumed with 4
+    epochs ends with exactly the weights and filters of an unbroken 4-epoch run."""
+    whole = _run(_config(cu_data, epochs=4), tmp_path / "whole")
+    _run(_config(cu_data, epochs=2), tmp_path / "parts")
+    parts = _run(_config(cu_data, epochs=4), tmp_path / "parts", resume=True)
+    for k, v in whole["model_state"].items():
+        torch.testing.assert_close(parts["model_state"][k], v, rtol=0, atol=0)
+    for a, b in zip(whole["kalman_state"], parts["kalman_state"], strict=True):
+        assert a["updates"] == b["updates"] and a["lambda"] == b["lambda"]
+        for Pa, Pb in zip(a["P"], b["P"], strict=True):
+            torch.testing.assert_close(Pa, Pb, rtol=0, atol=0)
+    assert whole["history"]["kalman_val_loss"] == parts["history"]["kalman_val_loss"]
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"epochs": -1}, "training.kalman.epochs"),
+        ({"force_group_atoms": 0}, "training.kalman.force_group_atoms"),
+        ({"force_fraction": 0.0}, "training.kalman.force_fraction"),
+        ({"lambda0": 1.5}, "training.kalman.lambda0"),
+        ({"epoch": 3}, "training.kalman.epoch"),
+    ],
+)
+def test_bad_kalman_config_names_the_key(tmp_path, cu_data, change, key):
+    from nnmd_lammps.training.config import config_from_dict
+
+    with pytest.raises(NNMDError, match=key.replace(".", r"\.")):
+        config_from_dict(_config(cu_data, **change), tmp_path)

@@ -20,8 +20,8 @@ from ..errors import NNMDError
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "nnmd-lammps-checkpoint"
 CHECKPOINT_VERSION = 1
-#: Training phases in order: Adam epochs, L-BFGS refinement, finished.
-PHASES = ("adam", "refine", "done")
+#: Training phases in order: Adam epochs, Kalman-filter epochs, L-BFGS refinement, finished.
+PHASES = ("adam", "kalman", "refine", "done")
 
 
 def _empty_history() -> dict[str, list[float]]:
@@ -34,7 +34,9 @@ class TrainingState:
 
     ``config_json``/``model_json``: the configuration and the model metadata (symmetry
     functions, scaling, energy shifts) the run was started with; ``epoch``: Adam epochs
-    done; ``refine_iterations``: L-BFGS iterations done; ``best_state``/``best_val``/
+    done; ``kalman_epochs``: Kalman-filter epochs done, ``kalman_state`` the filters (one
+    per committee member) and ``kalman_generator_state`` the group sampling;
+    ``refine_iterations``: L-BFGS iterations done; ``best_state``/``best_val``/
     ``best_epoch``: the weights with the lowest validation loss so far; ``history``: the
     learning curve; the optimiser, scheduler and random-generator states continue the run
     bit for bit."""
@@ -52,6 +54,9 @@ class TrainingState:
     scheduler_state: dict[str, Any] | None = None
     generator_state: torch.Tensor | None = None
     torch_rng_state: torch.Tensor | None = None
+    kalman_epochs: int = 0
+    kalman_state: list[dict[str, Any]] | None = None
+    kalman_generator_state: torch.Tensor | None = None
     refine_iterations: int = 0
     refine_optimizer_state: dict[str, Any] | None = None
 

@@ -69,6 +69,26 @@ class RefineConfig:
 
 
 @dataclass
+class KalmanConfig:
+    """The extended-Kalman-filter phase between Adam and L-BFGS (docs/training.md, "Kalman
+    filter"): ``epochs`` passes over the training structures in random order, each
+    structure one energy update and one update with the aggregated force errors of its
+    atoms in groups of ``force_group_atoms`` (a fraction ``force_fraction`` of the groups
+    per structure). The filter settings are those of
+    :class:`~nnmd_lammps.training.kalman.KalmanSettings`."""
+
+    epochs: int = 0
+    force_group_atoms: int = 6
+    force_fraction: float = 1.0
+    p0: float = 100.0
+    lambda0: float = 0.98
+    nu: float = 0.9987
+    q0: float = 0.0
+    q_min: float = 0.0
+    q_decay: float = 1.0
+
+
+@dataclass
 class TrainingConfig:
     epochs: int = 300
     batch_size: int = 8
@@ -97,6 +117,7 @@ class TrainingConfig:
     # warm start: a model file (relative to the config file) whose descriptors, scaling,
     # energy shift and weights initialise this run (docs/training.md)
     initial_model: str | None = None
+    kalman: KalmanConfig = field(default_factory=KalmanConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
 
 
@@ -245,8 +266,30 @@ def validate(cfg: Config) -> None:
         raise NNMDError(
             "config keys 'data.validation_fraction' and 'data.test_fraction' must lie in [0, 1)"
         )
+    kalman = cfg.training.kalman
+    if kalman.epochs < 0:
+        raise NNMDError(f"config key 'training.kalman.epochs' must be >= 0, got {kalman.epochs!r}")
+    if kalman.force_group_atoms < 1:
+        raise NNMDError(
+            "config key 'training.kalman.force_group_atoms' must be >= 1, got "
+            f"{kalman.force_group_atoms!r}"
+        )
+    if not 0 < kalman.force_fraction <= 1:
+        raise NNMDError(
+            "config key 'training.kalman.force_fraction' must lie in (0, 1], got "
+            f"{kalman.force_fraction!r}"
+        )
+    kalman_settings(cfg).validate("training.kalman")
     if cfg.descriptors.functions is None and cfg.descriptors.radial + cfg.descriptors.angular == 0:
         raise NNMDError("config: descriptors.radial and descriptors.angular are both 0")
+
+
+def kalman_settings(cfg: Config):
+    """The :class:`~nnmd_lammps.training.kalman.KalmanSettings` of ``training.kalman``."""
+    from .kalman import KalmanSettings
+
+    k = cfg.training.kalman
+    return KalmanSettings(k.p0, k.lambda0, k.nu, k.q0, k.q_min, k.q_decay)
 
 
 def repulsion_settings(cfg: Config) -> dict | None:

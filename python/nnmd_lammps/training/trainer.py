@@ -54,11 +54,19 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import REFINE_BLOCK, Config, dump_config, repulsion_settings, resolve
+from .config import (
+    REFINE_BLOCK,
+    Config,
+    dump_config,
+    kalman_settings,
+    repulsion_settings,
+    resolve,
+)
 from .datasets import bootstrap_counts, load_datasets, subtract_repulsion
 from .distributed import Distributed, reduce_gradients, threads_per_rank
 from .initialisation import StatisticsOf, build_descriptors, fit_reference_energies, scaling_from
-from .loss import LossWeights, loss_terms
+from .kalman import KalmanFilter
+from .loss import LossWeights, loss_terms, predict_batch
 from .metrics import error_metrics
 from .statistics import (
     DescriptorStatistics,
@@ -181,6 +189,7 @@ class Trainer:
     def _check_same_config(self, ck: TrainingState) -> None:
         allowed = {
             ("training", "epochs"),
+            ("training", "kalman"),
             ("training", "refine"),
             ("training", "workers"),
             ("training", "data_mode"),
@@ -190,7 +199,7 @@ class Trainer:
         if diffs:
             raise NNMDError(
                 f"--resume: the config differs from the run in {self.out} in "
-                f"{', '.join(diffs)} (only training.epochs, training.refine, "
+                f"{', '.join(diffs)} (only training.epochs, training.kalman, training.refine, "
                 "training.workers, training.data_mode and training.memory_budget_gb may "
                 "change)"
             )
@@ -432,7 +441,13 @@ class Trainer:
         if ck is None:
             ck = TrainingState(json.dumps(cfg.to_dict()), meta_json)
         self._dtype, self._infos, self._workers = dtype, infos, workers
+        if tc.kalman.epochs and dist.world > 1:
+            raise NNMDError(
+                "config key 'training.kalman.epochs': the Kalman filter runs on one process "
+                "(not under torchrun); set it to 0 or train without torchrun"
+            )
         state = self._train_adam(model, sources, weights, ck)
+        state = self._train_kalman(model, sources, weights, state, description.energy_scale)
         state = self._refine(model, sources, weights, state)
         model.load_state_dict(state.best_state)
         del sources, runner
@@ -667,7 +682,7 @@ class Trainer:
                     epoch + 1 - state.best_epoch > tc.early_stopping_patience
                     and tc.early_stopping_patience > 0
                 )
-                state.phase = "refine" if (stop or epoch + 1 == tc.epochs) else "adam"
+                state.phase = self._after_adam() if (stop or epoch + 1 == tc.epochs) else "adam"
                 state.epoch = epoch + 1
                 state.model_state = model.state_dict()
                 state.optimizer_state = opt.state_dict()
@@ -705,8 +720,171 @@ class Trainer:
                 f"finished {tc.epochs} epochs; best validation loss {state.best_val:.4e} "
                 f"at epoch {state.best_epoch}"
             )
+        state.phase = self._after_adam()
+        return state
+
+    def _after_adam(self) -> str:
+        return "kalman" if self.cfg.training.kalman.epochs > 0 else "refine"
+
+    def _train_kalman(
+        self,
+        model: HDNNP,
+        sources: dict[str, Source],
+        weights: LossWeights,
+        state: TrainingState,
+        energy_scale: float,
+    ) -> TrainingState:
+        """Extended-Kalman-filter epochs (docs/training.md, "Kalman filter"), starting from
+        the best Adam weights: one filter per committee member, its parameters in one group
+        per element (element-decoupled). Measurements are in units of the network output
+        scale ``energy_scale`` (eV), weighted by the square roots of the loss weights."""
+        kc = self.cfg.training.kalman
+        if state.phase == "refine" and state.refine_iterations == 0:
+            # a resume that asks for more Kalman epochs before the refinement has begun
+            state.phase = "kalman"
+        if state.phase != "kalman":
+            return state
+        if state.kalman_epochs >= kc.epochs:  # a resume asked for no more epochs
+            state.phase = "refine"
+            return state
+        train = sources["train"]
+        val = sources.get("validation")
+        members = model.committee
+        filters = [
+            KalmanFilter(self._member_groups(model, m), kalman_settings(self.cfg))
+            for m in range(members)
+        ]
+        gen = torch.Generator().manual_seed(self.cfg.training.seed + 1)
+        if state.kalman_state is None:
+            model.load_state_dict(state.best_state)
+        else:
+            model.load_state_dict(state.model_state)
+            for f, fs in zip(filters, state.kalman_state, strict=True):
+                f.load_state_dict(fs)
+            gen.set_state(state.kalman_generator_state)
+        history = state.history
+        self.log(
+            f"Kalman filter: {kc.epochs} epochs (done {state.kalman_epochs}), "
+            f"{members} filter{'s' if members > 1 else ''} of "
+            f"{filters[0].sizes} parameters, force groups of {kc.force_group_atoms} atoms"
+        )
+        t0 = time.perf_counter()
+        for epoch in range(state.kalman_epochs, kc.epochs):
+            perm = torch.randperm(train.n, generator=gen).numpy()
+            for b in train.batches([perm[k : k + 1] for k in range(train.n)]):
+                self._kalman_update(model, filters, b, weights, energy_scale, gen)
+            train_loss = self._evaluate(model, "train", train, weights)
+            val_loss = (
+                self._evaluate(model, "validation", val, weights) if val is not None else train_loss
+            )
+            improved = val_loss < state.best_val
+            if improved:
+                state.best_val = val_loss
+                state.best_state = copy.deepcopy(model.state_dict())
+            history.setdefault("kalman_epoch", []).append(epoch + 1)
+            history.setdefault("kalman_train_loss", []).append(train_loss)
+            history.setdefault("kalman_val_loss", []).append(val_loss)
+            state.kalman_epochs = epoch + 1
+            state.phase = "kalman" if epoch + 1 < kc.epochs else "refine"
+            state.model_state = model.state_dict()
+            state.kalman_state = [f.state_dict() for f in filters]
+            state.kalman_generator_state = gen.get_state()
+            self._save(state)
+            self.log(
+                f"Kalman epoch {epoch + 1:4d}  train loss {train_loss:.4e}  val loss "
+                f"{val_loss:.4e}{'  *' if improved else ''}"
+            )
+        self.log(
+            f"Kalman filter done in {time.perf_counter() - t0:.0f} s; best validation loss "
+            f"{state.best_val:.4e}"
+        )
         state.phase = "refine"
         return state
+
+    @staticmethod
+    def _member_groups(model: HDNNP, m: int) -> list[list[torch.Tensor]]:
+        """Parameters of committee member ``m`` (the single network for m = 0), one group
+        per element."""
+        groups = []
+        for net in model.networks:
+            member = net.members[m] if hasattr(net, "members") else net
+            groups.append(list(member.parameters()))
+        return groups
+
+    def _kalman_update(
+        self,
+        model: HDNNP,
+        filters: list[KalmanFilter],
+        b,
+        weights: LossWeights,
+        energy_scale: float,
+        gen: torch.Generator,
+    ) -> None:
+        """The updates of one structure ``b`` (a batch of one): energy per atom, then the
+        force groups. A force group's measurement is sum_(atom, component) s F with s the
+        sign of its error, divided by the number of components: its error is the group's
+        mean absolute force error (the aggregated measurement of RLEKF, Hu et al.,
+        arXiv:2212.06989), one Jacobian column per group instead of one per component."""
+        kc = self.cfg.training.kalman
+        members = len(filters)
+        params = [p for f in filters for g in f.groups for p in g]
+        natoms = float(b.natoms[0])
+
+        def update(y: torch.Tensor, target: torch.Tensor) -> None:
+            """y (M, k) predictions, target (M, k); one update per filter."""
+            k = y.shape[1]
+            cols: list[list[torch.Tensor]] = [[] for _ in range(members)]
+            for c in range(k):
+                grads = torch.autograd.grad(
+                    y[:, c].sum(), params, retain_graph=c + 1 < k, allow_unused=True
+                )
+                it = iter(grads)
+                for m, f in enumerate(filters):
+                    for g in f.groups:
+                        parts = [next(it) for _ in g]
+                        flat = torch.cat(
+                            [
+                                torch.zeros(p.numel(), dtype=torch.float64)
+                                if d is None
+                                else d.reshape(-1).to(torch.float64)
+                                for p, d in zip(g, parts, strict=True)
+                            ]
+                        )
+                        cols[m].append(flat)
+            err = (target - y).detach()
+            for m, f in enumerate(filters):
+                n_groups = len(f.groups)
+                H = [
+                    torch.stack([cols[m][c * n_groups + gi] for c in range(k)], dim=1)
+                    for gi in range(n_groups)
+                ]
+                f.update(H, err[m])
+
+        scale = 1.0 / energy_scale
+        if weights.energy > 0:
+            preds = predict_batch(model, b, forces=False)
+            w = math.sqrt(weights.energy) * scale / natoms
+            y = torch.stack([E for E, _, _ in preds]) * w  # (M, 1)
+            update(y, (b.energy * w).expand_as(y))
+        if weights.force > 0 and bool(b.force_mask.any()):
+            preds = predict_batch(model, b, forces=True)
+            F = torch.stack([f for _, f, _ in preds])  # (M, N, 3)
+            n = F.shape[1]
+            order = torch.randperm(n, generator=gen)
+            size = kc.force_group_atoms
+            groups = [order[k : k + size] for k in range(0, n, size)]
+            keep = max(1, round(kc.force_fraction * len(groups)))
+            if keep < len(groups):
+                pick = torch.randperm(len(groups), generator=gen)[:keep]
+                groups = [groups[int(k)] for k in pick]
+            w = math.sqrt(weights.force) * scale
+            ys, ts = [], []
+            for atoms in groups:
+                sign = torch.sign((b.forces[atoms] - F[:, atoms]).detach())  # (M, g, 3)
+                count = 3.0 * len(atoms)
+                ys.append((sign * F[:, atoms]).sum((1, 2)) * (w / count))
+                ts.append((sign * b.forces[atoms]).sum((1, 2)) * (w / count))
+            update(torch.stack(ys, dim=1), torch.stack(ts, dim=1))
 
     def _refine(
         self,
