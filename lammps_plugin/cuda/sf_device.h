@@ -6,8 +6,9 @@
    No torch, no LAMMPS, no CUDA runtime, no heap: plain structs of pointers into memory
    that the caller owns (host or device). The formulas are those of
    docs/symmetry_functions.md (sections 1-3 and 6) and of the CPU kernels
-   (kernels/symmetry_functions.cpp), evaluated directly: every pair for type 2, every
-   triplet j < k for types 3 and 9 (no moment tensors), one row (central atom) at a time.
+   (kernels/symmetry_functions.cpp, which take the cutoff functions' formulas from here:
+   cutoff_x), evaluated directly: every pair for type 2, every triplet j < k for types 3
+   and 9 (no moment tensors), one row (central atom) at a time.
 
    A batch is the CSR layout of the operators (torch_ops/ops.cpp): row i has element
    species[i] and the pairs offsets[i] .. offsets[i+1]-1 (neighbour element
@@ -122,31 +123,14 @@ NNMD_HD inline double ipow(double x, int n)
   return r;
 }
 
-// fc(r) and dfc/dr of the group's cutoff (docs section 1; 0 for r >= rc)
-NNMD_HD inline void cutoff(const Group &g, double r, double &f, double &df)
+// The cutoff types 1 and 4-8 (any other type: type 8) as functions of
+// x = (r - rci) / (rc - rci), 0 <= x <= 1: fx = fc and dfx = dfc/dx (docs section 1).
+// The CPU kernels' too (kernels/symmetry_functions.cpp, cutoff_inline, with a constant
+// type in their SIMD loops): always inlined, so that they compile to the same code as
+// with these formulas written out there.
+NNMD_HD inline __attribute__((always_inline)) void cutoff_x(int type, double x, double &fx,
+                                                            double &dfx)
 {
-  f = 0.0;
-  df = 0.0;
-  if (!(r < g.rc)) return;
-  const int type = g.cutoff_type;
-  if (type == 0) {
-    f = 1.0;
-    return;
-  }
-  if (type == 2 || type == 3) {
-    const double t = tanh(1.0 - r / g.rc);
-    const double t2 = t * t;
-    f = g.pre * t * t2;
-    df = g.pre * 3.0 * t2 * (t2 - 1.0) / g.rc;
-    return;
-  }
-  if (r < g.rci) {
-    f = 1.0;
-    return;
-  }
-  double x = (r - g.rci) * g.iw;
-  x = x > 1.0 ? 1.0 : x;
-  double fx, dfx;
   if (type == 1) {
     fx = 0.5 * (cos(PI * x) + 1.0);
     dfx = -0.5 * PI * sin(PI * x);
@@ -174,6 +158,34 @@ NNMD_HD inline void cutoff(const Group &g, double r, double &f, double &df)
     const double u2 = u * u;
     dfx = -630.0 * u2 * u2;
   }
+}
+
+// fc(r) and dfc/dr of the group's cutoff (docs section 1; 0 for r >= rc)
+NNMD_HD inline void cutoff(const Group &g, double r, double &f, double &df)
+{
+  f = 0.0;
+  df = 0.0;
+  if (!(r < g.rc)) return;
+  const int type = g.cutoff_type;
+  if (type == 0) {
+    f = 1.0;
+    return;
+  }
+  if (type == 2 || type == 3) {
+    const double t = tanh(1.0 - r / g.rc);
+    const double t2 = t * t;
+    f = g.pre * t * t2;
+    df = g.pre * 3.0 * t2 * (t2 - 1.0) / g.rc;
+    return;
+  }
+  if (r < g.rci) {
+    f = 1.0;
+    return;
+  }
+  double x = (r - g.rci) * g.iw;
+  x = x > 1.0 ? 1.0 : x;
+  double fx, dfx;
+  cutoff_x(type, x, fx, dfx);
   f = fx;
   df = dfx * g.iw;
 }

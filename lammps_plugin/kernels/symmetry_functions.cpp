@@ -9,6 +9,7 @@
 
 #include "kernels/symmetry_functions.h"
 
+#include "cuda/sf_device.h"
 #include "kernels/limits.h"
 
 #include <algorithm>
@@ -18,8 +19,6 @@
 namespace nnmd {
 
 namespace {
-constexpr double PI = 3.14159265358979323846;
-
 template <class T> int index_of(std::vector<T> &a, std::vector<T> &b, T x, T y)
 {
   for (std::size_t i = 0; i < a.size(); ++i)
@@ -207,7 +206,9 @@ DescriptorCalculator::DescriptorCalculator(const std::vector<SymmetryFunction> &
 // radial functions (docs section 2)
 
 // ---------------------------------------------------------------------------------------
-// cutoff functions (docs section 1), inlined into SIMD loops
+// cutoff functions (docs section 1), inlined into SIMD loops; types 1 and 4-8 in
+// x = (r - rci) / (rc - rci) by the GPU functions' cutoff_x (cuda/sf_device.h: one copy of
+// the formulas, always inlined, so that this compiles as with them written out here)
 
 namespace {
 template <int CT>
@@ -227,33 +228,7 @@ inline __attribute__((always_inline)) void cutoff_inline(double r, const CutoffP
     double x = (r - p.rci) * p.iw;
     x = x < 0.0 ? 0.0 : (x > 1.0 ? 1.0 : x);
     double fx, dfx;
-    if constexpr (CT == 1) {
-      fx = 0.5 * (std::cos(PI * x) + 1.0);
-      dfx = -0.5 * PI * std::sin(PI * x);
-    } else if constexpr (CT == 4) {
-      const double xs = x < limits::EXP_CUTOFF_MAX_X ? x : limits::EXP_CUTOFF_MAX_X;
-      const double den = 1.0 - xs * xs;
-      fx = std::exp(1.0 - 1.0 / den);
-      dfx = -2.0 * xs / (den * den) * fx;
-    } else if constexpr (CT == 5) {
-      fx = (2.0 * x - 3.0) * x * x + 1.0;
-      dfx = 6.0 * x * (x - 1.0);
-    } else if constexpr (CT == 6) {
-      fx = ((15.0 - 6.0 * x) * x - 10.0) * x * x * x + 1.0;
-      const double u = x * (x - 1.0);
-      dfx = -30.0 * u * u;
-    } else if constexpr (CT == 7) {
-      const double x2 = x * x;
-      fx = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x2 * x2 + 1.0;
-      const double u = x * (x - 1.0);
-      dfx = 140.0 * u * u * u;
-    } else {
-      const double x2 = x * x;
-      fx = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x2 * x2 * x + 1.0;
-      const double u = x * (x - 1.0);
-      const double u2 = u * u;
-      dfx = -630.0 * u2 * u2;
-    }
+    device::cutoff_x(CT, x, fx, dfx);
     const bool inner = r < p.rci;
     f = inside ? (inner ? 1.0 : fx) : 0.0;
     df = (inside && !inner) ? dfx * p.iw : 0.0;
