@@ -212,6 +212,17 @@ NNMD_HD inline int check_row(const Table &t, const Batch &b, int64_t i)
   return bad;
 }
 
+// Row i's pairs p0 .. p1 - 1, its first descriptor entry go and its S (the groups' passes)
+struct Row {
+  int64_t p0, p1, go;
+  int S;
+};
+
+NNMD_HD inline Row row_of(const Table &t, const Batch &b, int64_t i)
+{
+  return {b.offsets[i], b.offsets[i + 1], b.g_off[i], t.n_functions[b.species[i]]};
+}
+
 // Radial group (docs section 2): G_s = sum_p exp(-eta (r_p - rs)^2) fc(r_p) over the
 // pairs p of neighbour element e1 with r_p < rc; dG_s/dd_p = dG_s/dr_p d_p / r_p.
 // NV: register lanes for the vectors m0 .. m0 + mc - 1 (mc <= NV).
@@ -219,9 +230,7 @@ template <int KIND, int NV>
 NNMD_HD void radial_group(const Table &t, const Batch &b, const Pass &a, int64_t i, const Group &g,
                           int m0, int mc)
 {
-  const int64_t p0 = b.offsets[i], p1 = b.offsets[i + 1];
-  const int64_t go = b.g_off[i];
-  const int S = t.n_functions[b.species[i]];
+  const auto [p0, p1, go, S] = row_of(t, b, i);
   for (int64_t p = p0; p < p1; ++p) {
     if (b.neighbor_species[p] != g.e1) continue;
     const double *d = b.vectors + 3 * p;
@@ -278,9 +287,7 @@ template <int KIND, int NV>
 NNMD_HD void angular_group(const Table &t, const Batch &b, const Pass &a, int64_t i, const Group &g,
                            int m0, int mc)
 {
-  const int64_t p0 = b.offsets[i], p1 = b.offsets[i + 1];
-  const int64_t go = b.g_off[i];
-  const int S = t.n_functions[b.species[i]];
+  const auto [p0, p1, go, S] = row_of(t, b, i);
   const bool narrow = g.type == 3;
   const int64_t P3 = 3 * b.n_pairs;
   for (int64_t pj = p0; pj < p1; ++pj) {
@@ -433,23 +440,23 @@ NNMD_HD void evaluate_row(const Table &t, const Batch &b, const Pass &a, int64_t
   }
 }
 
+// pass KIND (CONTRACT or TANGENT) with one register lane for one vector, else MAX_CHUNK
+template <int KIND>
+NNMD_HD void evaluate_row_vectors(const Table &t, const Batch &b, const Pass &a, int64_t i)
+{
+  if (a.n_vectors == 1)
+    evaluate_row<KIND, 1>(t, b, a, i);
+  else
+    evaluate_row<KIND, MAX_CHUNK>(t, b, a, i);
+}
+
 // the same with the pass chosen at run time (the host loop)
 NNMD_HD inline void evaluate_row(const Table &t, const Batch &b, const Pass &a, int64_t i)
 {
   switch (a.kind) {
     case VALUES: evaluate_row<VALUES, 1>(t, b, a, i); break;
-    case CONTRACT:
-      if (a.n_vectors == 1)
-        evaluate_row<CONTRACT, 1>(t, b, a, i);
-      else
-        evaluate_row<CONTRACT, MAX_CHUNK>(t, b, a, i);
-      break;
-    case TANGENT:
-      if (a.n_vectors == 1)
-        evaluate_row<TANGENT, 1>(t, b, a, i);
-      else
-        evaluate_row<TANGENT, MAX_CHUNK>(t, b, a, i);
-      break;
+    case CONTRACT: evaluate_row_vectors<CONTRACT>(t, b, a, i); break;
+    case TANGENT: evaluate_row_vectors<TANGENT>(t, b, a, i); break;
     default: evaluate_row<JACOBIAN, 1>(t, b, a, i); break;
   }
 }
