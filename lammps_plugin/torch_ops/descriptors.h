@@ -71,6 +71,17 @@ class Descriptors : public torch::CustomClassHolder {
 
 using DescriptorsPtr = c10::intrusive_ptr<Descriptors>;
 
+// The CSR batch that every operator takes (species, offsets, neighbor_species, vectors; the
+// layout in ops.cpp) with the checks of shapes and of the dtype of the vectors that the CPU
+// and the device operators share (each checks the devices itself, first): int64 indices and
+// float64 vectors, contiguous, on the tensors' device.
+struct CsrTensors {
+  at::Tensor species, offsets, nspecies, vectors;
+  int64_t n_rows = 0, n_pairs = 0;    // N, P
+};
+CsrTensors checked_csr(const at::Tensor &species, const at::Tensor &offsets,
+                       const at::Tensor &neighbor_species, const at::Tensor &vectors);
+
 // Registers torch.classes.nnmd.Descriptors once (whichever translation unit's static
 // initialisation comes first: the operator registrations infer their schemas from it).
 void register_descriptors_class();

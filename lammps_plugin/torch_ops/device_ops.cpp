@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace nnmd::torch_ops {
 
@@ -15,11 +16,12 @@ constexpr int64_t GRAIN = 4;    // rows per parallel chunk at least (host_launch
 
 // The batch on its device: int64 and float64 contiguous tensors, the descriptor offsets
 // g_off of the rows, and the error word the passes set.
-struct DeviceBatch {
-  at::Tensor species, offsets, nspecies, vectors, g_off, flag;
+struct DeviceBatch : CsrTensors {
+  explicit DeviceBatch(CsrTensors csr) : CsrTensors(std::move(csr)) {}
+  at::Tensor g_off, flag;
   at::Tensor table;    // the symmetry-function table on this device (bytes)
   nnmd::device::Table t{};
-  int64_t n_rows = 0, n_pairs = 0, total = 0;
+  int64_t total = 0;
 
   nnmd::device::Batch view() const
   {
@@ -51,21 +53,7 @@ DeviceBatch prepare(const Descriptors &D, const at::Tensor &species, const at::T
   TORCH_CHECK(species.device() == dev && offsets.device() == dev &&
                   neighbor_species.device() == dev,
               "nnmd: species, offsets, neighbor_species and vectors must be on one device");
-  TORCH_CHECK(species.dim() == 1, "nnmd: species must be one-dimensional (N,)");
-  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == species.size(0) + 1,
-              "nnmd: offsets must have N + 1 entries");
-  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3, "nnmd: vectors must be (P, 3)");
-  TORCH_CHECK(neighbor_species.dim() == 1 && neighbor_species.size(0) == vectors.size(0),
-              "nnmd: neighbor_species must have one entry per pair (P,)");
-  TORCH_CHECK(vectors.scalar_type() == at::kDouble, "nnmd: vectors must be float64 (got ",
-              vectors.scalar_type(), ")");
-  DeviceBatch b;
-  b.species = species.to(at::kLong).contiguous();
-  b.offsets = offsets.to(at::kLong).contiguous();
-  b.nspecies = neighbor_species.to(at::kLong).contiguous();
-  b.vectors = vectors.contiguous();
-  b.n_rows = species.size(0);
-  b.n_pairs = vectors.size(0);
+  DeviceBatch b(checked_csr(species, offsets, neighbor_species, vectors));
   const auto long_opts = b.species.options();
   auto [table, counts] = D.tables_on(dev);
   b.table = table;

@@ -56,6 +56,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace nnmd::torch_ops {
@@ -206,6 +207,27 @@ void register_descriptors_class()
   });
 }
 
+CsrTensors checked_csr(const at::Tensor &species, const at::Tensor &offsets,
+                       const at::Tensor &neighbor_species, const at::Tensor &vectors)
+{
+  TORCH_CHECK(species.dim() == 1, "nnmd: species must be one-dimensional (N,)");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == species.size(0) + 1,
+              "nnmd: offsets must have N + 1 entries");
+  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3, "nnmd: vectors must be (P, 3)");
+  TORCH_CHECK(neighbor_species.dim() == 1 && neighbor_species.size(0) == vectors.size(0),
+              "nnmd: neighbor_species must have one entry per pair (P,)");
+  TORCH_CHECK(vectors.scalar_type() == at::kDouble, "nnmd: vectors must be float64 (got ",
+              vectors.scalar_type(), ")");
+  CsrTensors t;
+  t.species = species.to(at::kLong).contiguous();
+  t.offsets = offsets.to(at::kLong).contiguous();
+  t.nspecies = neighbor_species.to(at::kLong).contiguous();
+  t.vectors = vectors.contiguous();
+  t.n_rows = species.size(0);
+  t.n_pairs = vectors.size(0);
+  return t;
+}
+
 }    // namespace nnmd::torch_ops
 
 namespace {
@@ -217,11 +239,10 @@ using nnmd::torch_ops::Worker;
 constexpr int64_t GRAIN = 4;    // atoms per parallel chunk at least
 
 // The validated CSR batch and the per-row offsets into the flat outputs.
-struct Batch {
-  at::Tensor species, offsets, nspecies, vectors;
+struct Batch : nnmd::torch_ops::CsrTensors {
+  explicit Batch(nnmd::torch_ops::CsrTensors csr) : CsrTensors(std::move(csr)) {}
   const int64_t *sp = nullptr, *off = nullptr, *nsp = nullptr;
   const double *d = nullptr;
-  int64_t n_rows = 0, n_pairs = 0;
   std::vector<int64_t> g_off, c_off;    // (N+1): descriptor and cache entries before row i
   int64_t total() const { return g_off.back(); }
   int64_t cache_total() const { return c_off.back(); }
@@ -233,25 +254,11 @@ Batch make_batch(const Descriptors &D, const at::Tensor &species, const at::Tens
   TORCH_CHECK(species.device().is_cpu() && offsets.device().is_cpu() &&
                   neighbor_species.device().is_cpu() && vectors.device().is_cpu(),
               "nnmd: the symmetry-function operators run on CPU tensors");
-  TORCH_CHECK(species.dim() == 1, "nnmd: species must be one-dimensional (N,)");
-  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == species.size(0) + 1,
-              "nnmd: offsets must have N + 1 entries");
-  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 3, "nnmd: vectors must be (P, 3)");
-  TORCH_CHECK(neighbor_species.dim() == 1 && neighbor_species.size(0) == vectors.size(0),
-              "nnmd: neighbor_species must have one entry per pair (P,)");
-  TORCH_CHECK(vectors.scalar_type() == at::kDouble, "nnmd: vectors must be float64 (got ",
-              vectors.scalar_type(), ")");
-  Batch b;
-  b.species = species.to(at::kLong).contiguous();
-  b.offsets = offsets.to(at::kLong).contiguous();
-  b.nspecies = neighbor_species.to(at::kLong).contiguous();
-  b.vectors = vectors.contiguous();
+  Batch b(nnmd::torch_ops::checked_csr(species, offsets, neighbor_species, vectors));
   b.sp = b.species.data_ptr<int64_t>();
   b.off = b.offsets.data_ptr<int64_t>();
   b.nsp = b.nspecies.data_ptr<int64_t>();
   b.d = b.vectors.data_ptr<double>();
-  b.n_rows = species.size(0);
-  b.n_pairs = vectors.size(0);
   TORCH_CHECK(b.off[0] == 0 && b.off[b.n_rows] == b.n_pairs,
               "nnmd: offsets must start at 0 and end at the number of pairs");
   const int64_t nel = D.n_elements();
