@@ -31,54 +31,27 @@ from nnmd_lammps.errors import NNMDError
 from nnmd_lammps.interop.ase_calculator import NNMDCalculator
 from nnmd_lammps.model import Potential, make_batch
 
-from conftest import mixed_functions, random_potential, save_potential
-from reference import g_ref
+from conftest import (
+    CLUSTER,
+    CUTOFFS,
+    assert_batch_errors,
+    assert_vector_errors_and_float32,
+    finite_difference_forces,
+    finite_difference_functions,
+    gradcheck_problem,
+    mixed_functions,
+    operator_inputs,
+    random_potential,
+    reference_G,
+    results_with_threads,
+    save_potential,
+    small_cell,
+)
 
 ELEMENTS = ["H", "C", "O"]
 F64 = torch.float64
-CUTOFFS = [(0, 0.0), (1, 0.0), (1, 0.3), (2, 0.0), (3, 0.0), (4, 0.2), (5, 0.1), (6, 0.0)]
-CUTOFFS += [(7, 0.25), (8, 0.4)]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def library_loaded():
-    assert ops.available(), f"operator library missing: {ops.unavailable_reason()}"
-
-
-def small_cell(seed: int, symbols: str = "HCOH") -> Atoms:
-    """A triclinic cell much smaller than the cutoff: many images of every atom,
-    including images of the centre itself."""
-    cell = np.array([[2.1, 0.0, 0.0], [0.7, 2.3, 0.0], [-0.4, 0.5, 2.2]])
-    rng = np.random.default_rng(seed)
-    for _ in range(100):
-        atoms = Atoms(symbols, scaled_positions=rng.random((len(symbols), 3)), cell=cell, pbc=True)
-        if atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)].min() > 0.8:
-            return atoms
-    raise RuntimeError("could not place atoms")
-
-
-CLUSTER = Atoms(
-    "OHCHOC",
-    positions=[
-        [0.0, 0.0, 0.0],
-        [0.96, 0.0, 0.1],
-        [-0.3, 0.9, -0.2],
-        [1.2, 1.9, 1.1],
-        [-1.1, -0.6, 0.8],
-        [0.5, -1.2, -0.9],
-    ],
-)
-
-
-def operator_inputs(spec: DescriptorSpec, structures):
-    """The operators' object and the CSR batch of ``structures`` (rows by element)."""
-    calc = DescriptorCalculator(spec, backend="ops")
-    batch = make_batch(structures, spec.elements, spec.cutoff)
-    values = calc.compute(
-        batch.species, batch.centers, batch.neighbors, batch.vectors, derivatives=False
-    )
-    con = values.contraction
-    return con.descriptors, con.csr, con.vectors, values
+pytestmark = pytest.mark.usefixtures("library_loaded")
 
 
 def evaluate(desc, csr, d, method: str, c: torch.Tensor, u: torch.Tensor) -> dict:
@@ -142,10 +115,7 @@ def test_device_math_matches_kernels_and_reference(ctype, alpha):
     desc.set_method("device")
     G = ops.symmetry_functions(desc, csr, d)[0]
     desc.set_method("auto")
-    fns = {e: [sf.to_dict() for sf in fs] for e, fs in spec.functions.items()}
-    ref = []
-    for a in structures:
-        ref += g_ref(a.get_chemical_symbols(), a.positions, a.cell[:], a.pbc, fns)
+    ref = reference_G(structures, spec.functions)
     rows = csr_rows(desc, csr, G)
     order = torch.cat(_atoms_by_element(csr, structures, spec)).tolist()
     for row, atom in zip(rows, order, strict=True):
@@ -202,35 +172,11 @@ def test_type9_high_zeta_and_moment_path():
             close(dev[key], cpu[key], 1e-11 if method == "moments" else 1e-12)
 
 
-def reference_energy(atoms: Atoms, spec: DescriptorSpec, c: list[np.ndarray]) -> float:
-    """E = sum_i c_i . G_i with the oracle's G (c: per element, (n_e, S_e))."""
-    fns = {e: [sf.to_dict() for sf in fs] for e, fs in spec.functions.items()}
-    G = g_ref(atoms.get_chemical_symbols(), atoms.positions, atoms.cell[:], atoms.pbc, fns)
-    rows = [0] * len(spec.elements)
-    total = 0.0
-    for sym, g in zip(atoms.get_chemical_symbols(), G, strict=True):
-        e = spec.element_index[sym]
-        total += float(np.dot(c[e][rows[e]], g))
-        rows[e] += 1
-    return total
-
-
 def test_device_forces_match_finite_differences_of_reference():
     """Forces from the GPU functions' J^T c equal central differences of the oracle's
     E = sum_i c_i . G_i (every type, two cutoff types, a small triclinic cell); and
     <J^T c, u> = <c, J u>."""
-    fns = {
-        e: [
-            SymmetryFunction(2, e, ("H",), 0.4, 3.0, 0.5, cutoff_type=1),
-            SymmetryFunction(2, e, ("O",), 0.2, 3.0, 0.0, cutoff_type=7, cutoff_alpha=0.2),
-            SymmetryFunction(3, e, ("H", "O"), 0.1, 2.9, 0.0, -1.0, 2.0, 2),
-            SymmetryFunction(3, e, ("H", "H"), 0.05, 3.0, 0.3, 1.0, 1.5, 4, 0.1),
-            SymmetryFunction(9, e, ("O", "O"), 0.1, 3.0, 0.0, 1.0, 3.0, 6),
-            SymmetryFunction(9, e, ("H", "O"), 0.2, 2.8, 0.2, -1.0, 2.5, 5, 0.3),
-        ]
-        for e in ("H", "O")
-    }
-    spec = DescriptorSpec(["H", "O"], fns)
+    spec = DescriptorSpec(["H", "O"], finite_difference_functions())
     atoms = small_cell(seed=5, symbols="HOHO")
     calc = DescriptorCalculator(spec, backend="ops")
     calc.operators.set_method("device")
@@ -241,15 +187,7 @@ def test_device_forces_match_finite_differences_of_reference():
     rng = np.random.default_rng(2)
     c = [rng.normal(size=tuple(g.shape)) for g in values.G]
     forces = forces_and_virial(values, [torch.from_numpy(x) for x in c], len(atoms)).forces
-    h = 1e-5
-    fd = np.zeros((len(atoms), 3))
-    for i in range(len(atoms)):
-        for k in range(3):
-            a = atoms.copy()
-            a.positions[i, k] += h
-            ep = reference_energy(a, spec, c)
-            a.positions[i, k] -= 2 * h
-            fd[i, k] = -(ep - reference_energy(a, spec, c)) / (2 * h)
+    fd = finite_difference_forces(atoms, spec, c)
     scale = np.abs(fd).max()
     assert scale > 1e-2
     np.testing.assert_allclose(forces.numpy(), fd, atol=1e-7 * scale)
@@ -278,15 +216,7 @@ def test_thread_count_does_not_change_results(device_batch):
     desc, csr, d = device_batch
     T = sum(desc.num_functions(int(e)) for e in csr.species)
     c = torch.linspace(-1, 1, T, dtype=F64)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = (ops.symmetry_functions(desc, csr, d)[0], ops.contract(desc, csr, d, c))
-        torch.set_num_threads(2)
-        two = (ops.symmetry_functions(desc, csr, d)[0], ops.contract(desc, csr, d, c))
-    finally:
-        torch.set_num_threads(before)
-    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    one = results_with_threads(desc, csr, d, c)
     assert float(one[1].abs().max()) > 0.01
 
 
@@ -314,14 +244,7 @@ def test_rows_without_pairs_and_empty_batches(device_batch):
 
 def test_input_errors(device_batch):
     desc, csr, d = device_batch
-    zero = d.clone()
-    zero[5] = 0.0
-    with pytest.raises(RuntimeError, match="zero length"):
-        ops.symmetry_functions(desc, csr, zero)
-    bad = ops.NeighborCSR(csr.species.clone(), csr.offsets, csr.neighbor_species)
-    bad.species[0] = 7
-    with pytest.raises(RuntimeError, match="not an element index"):
-        ops.symmetry_functions(desc, bad, d)
+    assert_batch_errors(desc, csr, d)
     bad = ops.NeighborCSR(csr.species, csr.offsets, csr.neighbor_species.clone())
     bad.neighbor_species[3] = -1
     with pytest.raises(RuntimeError, match="neighbor_species entry is not an element index"):
@@ -336,31 +259,11 @@ def test_input_errors(device_batch):
     for call in (ops.symmetry_functions, ops.jacobian):
         with pytest.raises(RuntimeError, match="offsets must start at 0"):
             call(desc, bad, d)
-    with pytest.raises(RuntimeError, match="entries per vector"):
-        ops.contract(desc, csr, d, torch.zeros(3, dtype=F64))
-    T = sum(desc.num_functions(int(e)) for e in csr.species)
-    with pytest.raises(RuntimeError, match="cache"):
-        ops.contract(desc, csr, d, torch.zeros(T, dtype=F64), torch.ones(2, dtype=F64))
-    G32 = ops.symmetry_functions(desc, csr, d.float())[0]
-    assert G32.dtype == F64
-    np.testing.assert_allclose(G32, ops.symmetry_functions(desc, csr, d)[0], rtol=1e-5, atol=1e-6)
+    assert_vector_errors_and_float32(desc, csr, d)
 
 
 def test_autograd_through_the_device_functions():
-    fns = {
-        e: [
-            SymmetryFunction(2, e, ("H",), 0.4, 3.0, 0.5, cutoff_type=1),
-            SymmetryFunction(3, e, ("H", "O"), 0.1, 3.0, 0.0, -1.0, 2.0, 6),
-            SymmetryFunction(9, e, ("H", "H"), 0.1, 3.0, 0.0, 1.0, 3.0, 5, 0.2),
-            SymmetryFunction(9, e, ("O", "O"), 0.1, 3.0, 0.0, -1.0, 1.5, 4),
-        ]
-        for e in ("H", "O")
-    }
-    spec = DescriptorSpec(["H", "O"], fns)
-    atoms = Atoms(
-        "HOHOH",
-        positions=[[0, 0, 0], [1.0, 0.2, 0], [0.1, 1.1, 0.3], [1.2, 1.0, 1.1], [-0.9, 0.4, -0.7]],
-    )
+    spec, atoms = gradcheck_problem()
     desc, csr, d, _ = operator_inputs(spec, [atoms])
     desc.set_method("device")
     x = d.detach().clone().requires_grad_(True)
@@ -486,14 +389,7 @@ def test_cuda_errors_empty_batches_and_autograd(device_batch):
     desc, csr, d = device_batch
     desc.set_method("auto")  # CUDA tensors take the GPU functions whatever the method
     gcsr, gd = to_cuda(csr, d)
-    zero = gd.clone()
-    zero[5] = 0.0
-    with pytest.raises(RuntimeError, match="zero length"):
-        ops.symmetry_functions(desc, gcsr, zero)
-    bad = ops.NeighborCSR(gcsr.species.clone(), gcsr.offsets, gcsr.neighbor_species)
-    bad.species[0] = 7
-    with pytest.raises(RuntimeError, match="not an element index"):
-        ops.symmetry_functions(desc, bad, gd)
+    assert_batch_errors(desc, gcsr, gd)
     with pytest.raises(RuntimeError, match="one device"):
         ops.symmetry_functions(desc, gcsr, d)
     # the device is still usable after the errors

@@ -36,56 +36,28 @@ from nnmd_lammps.model import (
     make_batch,
 )
 
-from conftest import REPO, mixed_functions
-from reference import g_ref
+from conftest import (
+    CLUSTER,
+    CUTOFFS,
+    REPO,
+    assert_batch_errors,
+    assert_vector_errors_and_float32,
+    finite_difference_forces,
+    finite_difference_functions,
+    gradcheck_problem,
+    mixed_functions,
+    ops_values,
+    reference_energy,
+    reference_G,
+    results_with_threads,
+    small_cell,
+)
 
 ELEMENTS = ["H", "C", "O"]
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def library_loaded():
-    assert ops.available(), f"operator library missing: {ops.unavailable_reason()}"
-
-
-def functions_as_dicts(spec: DescriptorSpec) -> dict:
-    return {e: [sf.to_dict() for sf in fs] for e, fs in spec.functions.items()}
-
-
-def small_cell(seed: int = 3, symbols: str = "HCOH") -> Atoms:
-    """A triclinic cell much smaller than the cutoff: many images of every atom,
-    including images of the centre itself."""
-    cell = np.array([[2.1, 0.0, 0.0], [0.7, 2.3, 0.0], [-0.4, 0.5, 2.2]])
-    rng = np.random.default_rng(seed)
-    for _ in range(100):
-        atoms = Atoms(symbols, scaled_positions=rng.random((len(symbols), 3)), cell=cell, pbc=True)
-        if atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)].min() > 0.8:
-            return atoms
-    raise RuntimeError("could not place atoms")
-
-
-CLUSTER = Atoms(
-    "OHCHOC",
-    positions=[
-        [0.0, 0.0, 0.0],
-        [0.96, 0.0, 0.1],
-        [-0.3, 0.9, -0.2],
-        [1.2, 1.9, 1.1],
-        [-1.1, -0.6, 0.8],
-        [0.5, -1.2, -0.9],
-    ],
-)
-
-
-def ops_values(structures, spec, derivatives=False, method=None, backend="ops"):
-    calc = DescriptorCalculator(spec, backend=backend)
-    if method is not None:
-        calc.operators.set_method(method)
-    batch = make_batch(structures, spec.elements, spec.cutoff)
-    values = calc.compute(
-        batch.species, batch.centers, batch.neighbors, batch.vectors, derivatives=derivatives
-    )
-    return calc, batch, values
+pytestmark = pytest.mark.usefixtures("library_loaded")
 
 
 def rows_of(values, n_atoms) -> list[list[float]]:
@@ -97,9 +69,6 @@ def rows_of(values, n_atoms) -> list[list[float]]:
 
 
 # --- G against the oracle -------------------------------------------------------------------
-
-CUTOFFS = [(0, 0.0), (1, 0.0), (1, 0.3), (2, 0.0), (3, 0.0), (4, 0.2), (5, 0.1), (6, 0.0)]
-CUTOFFS += [(7, 0.25), (8, 0.4)]
 
 
 @pytest.mark.parametrize("backend", ["ops", "torch"])
@@ -113,11 +82,7 @@ def test_symmetry_functions_match_reference(ctype, alpha, backend):
     structures = [cell_atoms, CLUSTER]
     _, _, values = ops_values(structures, spec, backend=backend)
     got = rows_of(values, len(cell_atoms) + len(CLUSTER))
-    ref = []
-    for a in structures:
-        ref += g_ref(
-            a.get_chemical_symbols(), a.positions, a.cell[:], a.pbc, functions_as_dicts(spec)
-        )
+    ref = reference_G(structures, spec.functions)
     for g, r in zip(got, ref, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-13)
     assert max(abs(x) for row in ref for x in row) > 0.1  # not vacuous
@@ -137,30 +102,12 @@ def test_type9_evaluations_match_reference(method):
     spec = DescriptorSpec(["H", "O"], fns)
     atoms = small_cell(seed=8, symbols="HOHO")
     _, _, values = ops_values([atoms], spec, method=method)
-    ref = g_ref(atoms.get_chemical_symbols(), atoms.positions, atoms.cell[:], atoms.pbc, fns_d(fns))
+    ref = reference_G([atoms], fns)
     for g, r in zip(rows_of(values, len(atoms)), ref, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-13)
 
 
-def fns_d(fns) -> dict:
-    return {e: [sf.to_dict() for sf in fs] for e, fs in fns.items()}
-
-
 # --- forces and virial against finite differences of the oracle ------------------------------
-
-
-def reference_energy(atoms: Atoms, spec: DescriptorSpec, c: list[np.ndarray]) -> float:
-    """E = sum_i c_i . G_i with the oracle's G (c: per element, (n_e, S_e))."""
-    G = g_ref(atoms.get_chemical_symbols(), atoms.positions, atoms.cell[:], atoms.pbc,
-              functions_as_dicts(spec))  # fmt: skip
-    index = spec.element_index
-    rows = [0] * len(spec.elements)
-    total = 0.0
-    for sym, g in zip(atoms.get_chemical_symbols(), G, strict=True):
-        e = index[sym]
-        total += float(np.dot(c[e][rows[e]], g))
-        rows[e] += 1
-    return total
 
 
 def strained(atoms: Atoms, eps: np.ndarray) -> Atoms:
@@ -174,18 +121,7 @@ def strained(atoms: Atoms, eps: np.ndarray) -> Atoms:
 def test_contraction_matches_finite_differences_of_reference(case):
     """Forces F = -dE/dr and virial W = -sum d (x) v from the contraction operator equal
     central differences of E = sum_i c_i . G_i(reference) in positions and strain."""
-    fns = {
-        e: [
-            SymmetryFunction(2, e, ("H",), 0.4, 3.0, 0.5, cutoff_type=1),
-            SymmetryFunction(2, e, ("O",), 0.2, 3.0, 0.0, cutoff_type=7, cutoff_alpha=0.2),
-            SymmetryFunction(3, e, ("H", "O"), 0.1, 2.9, 0.0, -1.0, 2.0, 2),
-            SymmetryFunction(3, e, ("H", "H"), 0.05, 3.0, 0.3, 1.0, 1.5, 4, 0.1),
-            SymmetryFunction(9, e, ("O", "O"), 0.1, 3.0, 0.0, 1.0, 3.0, 6),
-            SymmetryFunction(9, e, ("H", "O"), 0.2, 2.8, 0.2, -1.0, 2.5, 5, 0.3),
-        ]
-        for e in ("H", "O")
-    }
-    spec = DescriptorSpec(["H", "O"], fns)
+    spec = DescriptorSpec(["H", "O"], finite_difference_functions())
     if case == "small_cell":
         atoms = small_cell(seed=5, symbols="HOHO")
     else:
@@ -203,15 +139,7 @@ def test_contraction_matches_finite_differences_of_reference(case):
         n_virial_rows=1,
     )
     h = 1e-5
-    fd = np.zeros((n, 3))
-    for i in range(n):
-        for k in range(3):
-            a = atoms.copy()
-            a.positions[i, k] += h
-            ep = reference_energy(a, spec, c)
-            a.positions[i, k] -= 2 * h
-            em = reference_energy(a, spec, c)
-            fd[i, k] = -(ep - em) / (2 * h)
+    fd = finite_difference_forces(atoms, spec, c, h)
     scale = np.abs(fd).max()
     assert scale > 1e-2
     np.testing.assert_allclose(res.forces.numpy(), fd, atol=1e-7 * scale)
@@ -280,37 +208,14 @@ def test_thread_count_does_not_change_results(batch3):
     _, _, con = batch3
     desc, csr, d = con.descriptors, con.csr, con.vectors
     c = torch.linspace(-1, 1, sum(int(x.numel()) for x in batch3[1].G), dtype=F64)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = (ops.symmetry_functions(desc, csr, d)[0], ops.contract(desc, csr, d, c))
-        torch.set_num_threads(2)
-        two = (ops.symmetry_functions(desc, csr, d)[0], ops.contract(desc, csr, d, c))
-    finally:
-        torch.set_num_threads(before)
-    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    results_with_threads(desc, csr, d, c)
 
 
 def test_input_errors(batch3):
     _, _, con = batch3
     desc, csr, d = con.descriptors, con.csr, con.vectors
-    zero = d.clone()
-    zero[5] = 0.0
-    with pytest.raises(RuntimeError, match="zero length"):
-        ops.symmetry_functions(desc, csr, zero)
-    bad = ops.NeighborCSR(csr.species.clone(), csr.offsets, csr.neighbor_species)
-    bad.species[0] = 7
-    with pytest.raises(RuntimeError, match="not an element index"):
-        ops.symmetry_functions(desc, bad, d)
-    with pytest.raises(RuntimeError, match="entries per vector"):
-        ops.contract(desc, csr, d, torch.zeros(3, dtype=F64))
-    T = sum(int(g.numel()) for g in batch3[1].G)
-    with pytest.raises(RuntimeError, match="cache"):
-        ops.contract(desc, csr, d, torch.zeros(T, dtype=F64), torch.ones(2, dtype=F64))
-    # float32 input is converted
-    G32 = ops.symmetry_functions(desc, csr, d.float())[0]
-    assert G32.dtype == F64
-    np.testing.assert_allclose(G32, ops.symmetry_functions(desc, csr, d)[0], rtol=1e-5, atol=1e-6)
+    assert_batch_errors(desc, csr, d)
+    assert_vector_errors_and_float32(desc, csr, d)
     table = ops.function_table(
         DescriptorSpec(["H"], {"H": [SymmetryFunction(2, "H", ("H",), 1, 2)]})
     )
@@ -324,21 +229,8 @@ def test_input_errors(batch3):
 
 @pytest.fixture(scope="module")
 def small_batch():
-    """A small problem for gradcheck: four atoms of two elements, every function type."""
-    fns = {
-        e: [
-            SymmetryFunction(2, e, ("H",), 0.4, 3.0, 0.5, cutoff_type=1),
-            SymmetryFunction(3, e, ("H", "O"), 0.1, 3.0, 0.0, -1.0, 2.0, 6),
-            SymmetryFunction(9, e, ("H", "H"), 0.1, 3.0, 0.0, 1.0, 3.0, 5, 0.2),
-            SymmetryFunction(9, e, ("O", "O"), 0.1, 3.0, 0.0, -1.0, 1.5, 4),
-        ]
-        for e in ("H", "O")
-    }
-    spec = DescriptorSpec(["H", "O"], fns)
-    atoms = Atoms(
-        "HOHOH",
-        positions=[[0, 0, 0], [1.0, 0.2, 0], [0.1, 1.1, 0.3], [1.2, 1.0, 1.1], [-0.9, 0.4, -0.7]],
-    )
+    """A small problem for gradcheck (conftest.gradcheck_problem)."""
+    spec, atoms = gradcheck_problem()
     _, _, values = ops_values([atoms], spec)
     con = values.contraction
     return con.descriptors, con.csr, con.vectors.detach().clone()
