@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import LOOP, water_deck
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +61,6 @@ SHARED = ROOT.parent / "shared" / "data"
 WATER = SHARED / "n2p2" / "H2O_RPBE-D3"
 WATER_DATA = SHARED / "lammps" / "H2O-360mol" / "data.H2O-360mol"
 BIN = Path(sys.executable).parent
-LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
 PAIR = re.compile(r"^Pair\s+\|\s+(\S+)\s+\|\s+(\S+)", re.M)
 PREDICTED = re.compile(r"atoms in (\S+) s")
 CPU_USE = re.compile(r"([\d.]+)% CPU use")
@@ -110,26 +111,7 @@ def profile_python(pot, structures) -> pstats.Stats:
 
 def lammps_deck(model: Path, work: Path, steps: int) -> Path:
     deck = work / "in.water"
-    deck.write_text(
-        "\n".join(
-            [
-                "units metal",
-                "atom_style atomic",
-                "boundary p p p",
-                f"read_data {WATER_DATA}",
-                "pair_style nnmd",
-                f"pair_coeff * * {model} H O",
-                "neighbor 1.0 bin",
-                "velocity all create 300 4928 loop geom",
-                "timestep 0.0005",
-                "fix 1 all nve",
-                "thermo 1000",
-                "run 3",
-                f"run {steps}",
-            ]
-        )
-        + "\n"
-    )
+    deck.write_text(water_deck(WATER_DATA, model, (3, steps)))
     return deck
 
 

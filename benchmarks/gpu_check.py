@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import LOOP, water_deck
 from ase import units
 from ase.build import bulk
 
@@ -54,7 +54,6 @@ from nnmd_lammps.model import Potential
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / ".gpu"
-LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
 ENERGY_RTOL, FORCE_ATOL, STRESS_RTOL = 1e-10, 1e-9, 1e-10
 
 
@@ -176,27 +175,7 @@ def lammps_runs(model: Path, data: Path, sizes: list[int], ranks: int, work: Pat
     for k in sizes:
         for device in ("cpu", "cuda"):
             deck = work / f"in.water{k}.{device}"
-            deck.write_text(
-                "\n".join(
-                    [
-                        "units metal",
-                        "atom_style atomic",
-                        "boundary p p p",
-                        f"read_data {box}",
-                        f"replicate {k} {k} {k}" if k > 1 else "",
-                        f"pair_style nnmd device {device}",
-                        f"pair_coeff * * {model} H O",
-                        "neighbor 1.0 bin",
-                        "velocity all create 300 4928 loop geom",
-                        "timestep 0.0005",
-                        "fix 1 all nve",
-                        "thermo 1000",
-                        "run 2",
-                        "run 10",
-                    ]
-                )
-                + "\n"
-            )
+            deck.write_text(water_deck(box, model, (2, 10), replicate=k, device=device))
             log = work / f"log.water{k}.{device}"
             cmd = [mpirun, "-np", str(ranks), lmp, "-in", str(deck), "-log", str(log)]
             env = dict(os.environ, OMP_NUM_THREADS="1")
