@@ -499,7 +499,9 @@ def test_stream_mode_gives_the_memory_mode_loss_curve(tmp_path, cu_data, variant
         out, _ = _train(cfg, tmp_path, mode)
         runs[mode] = _state(out)
         assert f"descriptors: {mode} mode" in (out / "train.log").read_text()
-    assert len(runs["memory"]["history"]["refine_train_loss"]) == 1
+    # one L-BFGS block of 10 iterations per committee member
+    blocks = 1 if variant == "plain" else 2
+    assert len(runs["memory"]["history"]["refine_train_loss"]) == blocks
     assert_same_run(runs["memory"], runs["stream"], rtol=1e-9)
 
 
@@ -752,3 +754,41 @@ def test_nnmd_test_command(tmp_path, cu_data):
         )
     )
     assert m["force_mae_ev_per_angstrom"] == pytest.approx(mae, rel=1e-10)
+
+
+def test_committee_refinement_member_by_member_resumes(tmp_path, cu_data, monkeypatch):
+    """A committee's members are refined one after the other (each its own L-BFGS); a run
+    interrupted in the second member's refinement resumes to exactly the weights of an
+    unbroken run."""
+    from nnmd_lammps.training import train
+    from nnmd_lammps.training import trainer as trainer_module
+
+    cfg = tiny_config(cu_data, epochs=3, refine={"iterations": 20})
+    cfg["network"]["committee"] = 2
+    whole, _ = _train(cfg, tmp_path, "whole")
+    ref = torch.load(whole / "checkpoint.pt", weights_only=True)
+    assert ref["history"]["refine_iteration"] == [10, 20, 30, 40]
+    assert "20 iterations per committee member (2, one after" in (whole / "train.log").read_text()
+
+    saves = []
+    original = trainer_module.Trainer._save
+
+    def interrupting_save(self, state):
+        original(self, state)
+        if state.history.get("refine_iteration"):
+            saves.append(state.refine_member)
+            if len(saves) == 3:  # member 1 after its first block
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.Trainer, "_save", interrupting_save)
+    with pytest.raises(KeyboardInterrupt):
+        _train(cfg, tmp_path, "parts")
+    monkeypatch.undo()
+    assert saves == [0, 1, 1]
+    train(config_from_dict(cfg, tmp_path), tmp_path / "parts", resume=True)
+    got = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)
+    for key in ("model_state", "best_state"):
+        for k, v in ref[key].items():
+            assert torch.equal(got[key][k], v), (key, k)
+    assert got["history"]["refine_val_loss"] == ref["history"]["refine_val_loss"]
+    assert got["phase"] == "done" and got["best_val"] == ref["best_val"]

@@ -36,7 +36,9 @@ class TrainingState:
     functions, scaling, energy shifts) the run was started with; ``epoch``: Adam epochs
     done; ``kalman_epochs``: Kalman-filter epochs done, ``kalman_state`` the filters (one
     per committee member) and ``kalman_generator_state`` the group sampling;
-    ``refine_iterations``: L-BFGS iterations done; ``best_state``/``best_val``/
+    ``refine_iterations``: L-BFGS iterations done (of committee member ``refine_member``;
+    the members are refined one after the other, ``refine_best`` their best validation
+    losses); ``best_state``/``best_val``/
     ``best_epoch``: the weights with the lowest validation loss so far; ``history``: the
     learning curve; the optimiser, scheduler and random-generator states continue the run
     bit for bit."""
@@ -58,6 +60,8 @@ class TrainingState:
     kalman_state: list[dict[str, Any]] | None = None
     kalman_generator_state: torch.Tensor | None = None
     refine_iterations: int = 0
+    refine_member: int = 0
+    refine_best: list[float] | None = None
     refine_optimizer_state: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -65,13 +65,17 @@ class LossWeights:
 
 
 def predict_batch(
-    model: HDNNP, b: TrainingBatch, forces: bool = True, stress: bool = False
+    model: HDNNP,
+    b: TrainingBatch,
+    forces: bool = True,
+    stress: bool = False,
+    member: int | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
-    """For every committee member (one for a single network): energies (B,), forces
-    (Nb, 3) and stresses (B, 3, 3; ASE sign) of the batch, differentiable in the network
-    weights."""
+    """For every committee member (one for a single network; only ``member`` if given):
+    energies (B,), forces (Nb, 3) and stresses (B, 3, 3; ASE sign) of the batch,
+    differentiable in the network weights."""
     ref = b.energy
-    size = model.committee
+    size = model.committee if member is None else 1
     E = [torch.zeros(b.n_structures, dtype=ref.dtype, device=ref.device) for _ in range(size)]
     derivatives = forces or stress
     grads: list[torch.Tensor | None] = []
@@ -79,6 +83,8 @@ def predict_batch(
         if b.G[e].shape[0] == 0:
             grads.append(None)
             continue
+        if member is not None and model.committee > 1:
+            net = net.members[member]
         if derivatives:
             en, grad = net.committee_energy_and_gradient(b.G[e])
             grads.append(grad)
@@ -138,15 +144,25 @@ def contract_rows(
 
 
 def loss_terms(
-    model: HDNNP, b: TrainingBatch, w: LossWeights, norm: LossNorm | None = None
+    model: HDNNP,
+    b: TrainingBatch,
+    w: LossWeights,
+    norm: LossNorm | None = None,
+    member: int | None = None,
 ) -> torch.Tensor:
     """The weighted loss of a batch (docs/training.md), normalised by the batch's own
     weight sums or, given ``norm``, by those of the set the batch is a part of. For a
     committee: the mean of the members' losses, each member with its own bootstrap
-    weights if any (the members are trained independently; their mean is not fitted).
+    weights if any (the members are trained independently; their mean is not fitted);
+    given ``member``, that member's loss alone.
     A batch without structures has loss 0 (a tensor without gradient)."""
     want_f = w.force > 0 and bool(b.force_mask.any())
     want_s = w.stress > 0 and bool(b.stress_mask.any())
+    if member is not None and model.committee > 1:  # that member's own loss
+        E, F, S = predict_batch(model, b, want_f, want_s, member)[0]
+        ws = b.weight if b.member_weight is None else b.weight * b.member_weight[member]
+        k = 0 if norm is None or len(norm.energy) == 1 else member
+        return _weighted_loss(E, F, S, b, w, ws, want_f, want_s, norm, k)
     predictions = predict_batch(model, b, want_f, want_s)
     if model.committee == 1:
         E, F, S = predictions[0]

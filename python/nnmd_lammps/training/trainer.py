@@ -572,8 +572,16 @@ class Trainer:
         """This rank's structures of a whole set (None: all, one process)."""
         return None if self.dist.world == 1 else self.dist.share(np.arange(source.n))
 
-    def _evaluate(self, model: HDNNP, name: str, source: Source, weights: LossWeights) -> float:
-        """The loss of a whole set (each rank its share, in parts, summed over ranks)."""
+    def _evaluate(
+        self,
+        model: HDNNP,
+        name: str,
+        source: Source,
+        weights: LossWeights,
+        member: int | None = None,
+    ) -> float:
+        """The loss of a whole set (each rank its share, in parts, summed over ranks), of
+        the committee or of one ``member``."""
         norm = (
             None
             if self._whole(source)
@@ -582,7 +590,7 @@ class Trainer:
         total = torch.zeros((), dtype=self._dtype, device=self.dist.device)
         with torch.no_grad():
             for part in source.parts(self._set_share(source)):
-                total = total + loss_terms(model, part, weights, norm)
+                total = total + loss_terms(model, part, weights, norm, member)
         self.dist.all_reduce_sum_(total)
         return float(total)
 
@@ -739,7 +747,7 @@ class Trainer:
         per element (element-decoupled). Measurements are in units of the network output
         scale ``energy_scale`` (eV), weighted by the square roots of the loss weights."""
         kc = self.cfg.training.kalman
-        if state.phase == "refine" and state.refine_iterations == 0:
+        if state.phase == "refine" and state.refine_iterations == 0 and state.refine_member == 0:
             # a resume that asks for more Kalman epochs before the refinement has begun
             state.phase = "kalman"
         if state.phase != "kalman":
@@ -894,83 +902,144 @@ class Trainer:
         state: TrainingState,
     ) -> TrainingState:
         """L-BFGS on the full training set in blocks of REFINE_BLOCK iterations, keeping
-        the weights with the best validation loss. The loss and gradient of the full set
-        are accumulated over parts (stream mode) and summed over ranks."""
+        the weights with the best validation loss. A committee's members are refined one
+        after the other, each for ``refine.iterations`` iterations on its own loss (its
+        own line searches and curvature history; measured on the Li example, one L-BFGS
+        over all members' weights at once converged more slowly per iteration). The loss
+        and gradient of the full set are accumulated over parts (stream mode) and summed
+        over ranks."""
         rc = self.cfg.training.refine
-        done = state.refine_iterations
-        if rc.iterations <= done:  # a resume may ask for more iterations than were done
-            return state
+        members: list[int | None] = [None] if model.committee == 1 else list(range(model.committee))
+        last_member = len(members) - 1
+        if (
+            rc.iterations == 0
+            or state.refine_member > last_member
+            or (state.refine_member == last_member and rc.iterations <= state.refine_iterations)
+        ):
+            return state  # done (a resume may ask for more iterations than were done)
         dist = self.dist
         train = sources["train"]
         val = sources.get("validation")
-        params = list(model.parameters())
-        model.load_state_dict(state.best_state)
-        opt = torch.optim.LBFGS(
-            model.parameters(),
-            lr=1.0,
-            max_iter=REFINE_BLOCK,
-            history_size=rc.history,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-12,
-            tolerance_change=1e-15,
-        )
-        if done and state.refine_optimizer_state is not None:
-            model.load_state_dict(state.model_state)
-            opt.load_state_dict(state.refine_optimizer_state)
         share = self._set_share(train)
         norm = (
             None
             if self._whole(train)
             else self._infos["train"].norm(None, self._dtype, dist.device)
         )
-        self.log(
-            f"refinement: L-BFGS on the full training set, {rc.iterations} iterations (done {done})"
-        )
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            total = torch.zeros((), dtype=self._dtype, device=dist.device)
-            for part in train.parts(share):
-                loss = loss_terms(model, part, weights, norm)
-                if loss.requires_grad:
-                    loss.backward()
-                total = total + loss.detach()
-            return reduce_gradients(params, total, dist)
-
+        model.load_state_dict(state.best_state)
+        if state.refine_iterations and state.model_state is not None:
+            model.load_state_dict(state.model_state)
+        if state.refine_best is None:
+            state.refine_best = [state.best_val] * len(members)
         history = state.history
         # the Adam optimiser and scheduler states are not needed any more
         state.optimizer_state = state.scheduler_state = None
+        self.log(
+            f"refinement: L-BFGS on the full training set, {rc.iterations} iterations"
+            + (
+                f" per committee member ({len(members)}, one after the other)"
+                if members[0] is not None
+                else ""
+            )
+            + f" (done {state.refine_member * rc.iterations + state.refine_iterations})"
+        )
         t0 = time.perf_counter()
-        while done < rc.iterations:
-            loss = float(opt.step(closure).detach())
-            done += REFINE_BLOCK
-            val_loss = (
-                self._evaluate(model, "validation", val, weights) if val is not None else loss
+        for k in range(state.refine_member, len(members)):
+            member = members[k]
+            params = self._member_parameters(model, member)
+            keys = self._member_keys(model, member)
+            opt = torch.optim.LBFGS(
+                params,
+                lr=1.0,
+                max_iter=REFINE_BLOCK,
+                history_size=rc.history,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-12,
+                tolerance_change=1e-15,
             )
-            improved = val_loss < state.best_val
-            if improved:
-                state.best_val = val_loss
-                state.best_state = copy.deepcopy(model.state_dict())
-            history.setdefault("refine_iteration", []).append(done)
-            history.setdefault("refine_train_loss", []).append(loss)
-            history.setdefault("refine_val_loss", []).append(val_loss)
-            state.phase = "refine" if done < rc.iterations else "done"
-            state.refine_iterations = done
-            state.model_state = model.state_dict()
-            state.refine_optimizer_state = opt.state_dict()
+            done = state.refine_iterations if k == state.refine_member else 0
+            if done and state.refine_optimizer_state is not None:
+                opt.load_state_dict(state.refine_optimizer_state)
+            if done >= rc.iterations:  # a resume asked for fewer iterations than were done
+                state.refine_member, state.refine_iterations = k + 1, 0
+                state.refine_optimizer_state = None
+                continue
+
+            def closure(opt=opt, params=params, member=member) -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                total = torch.zeros((), dtype=self._dtype, device=dist.device)
+                for part in train.parts(share):
+                    loss = loss_terms(model, part, weights, norm, member)
+                    if loss.requires_grad:
+                        loss.backward()
+                    total = total + loss.detach()
+                return reduce_gradients(params, total, dist)
+
+            while done < rc.iterations:
+                loss = float(opt.step(closure).detach())
+                done += REFINE_BLOCK
+                val_loss = (
+                    self._evaluate(model, "validation", val, weights, member)
+                    if val is not None
+                    else loss
+                )
+                improved = val_loss < state.refine_best[k]
+                if improved:
+                    state.refine_best[k] = val_loss
+                    current = model.state_dict()
+                    for key in keys:
+                        state.best_state[key] = current[key].clone()
+                history.setdefault("refine_iteration", []).append(k * rc.iterations + done)
+                history.setdefault("refine_train_loss", []).append(loss)
+                history.setdefault("refine_val_loss", []).append(val_loss)
+                # the last member keeps its count and optimiser: a resume with more
+                # iterations continues it
+                advance = done >= rc.iterations and k < last_member
+                state.refine_member = k + 1 if advance else k
+                state.refine_iterations = 0 if advance else done
+                state.phase = "done" if done >= rc.iterations and k == last_member else "refine"
+                state.model_state = model.state_dict()
+                state.refine_optimizer_state = None if advance else opt.state_dict()
+                self._save(state)
+                label = "" if member is None else f"member {member}  "
+                msg = (
+                    f"L-BFGS {label}iteration {done:5d}  train loss {loss:.4e}  val loss "
+                    f"{val_loss:.4e}{'  *' if improved else ''}"
+                )
+                self._log_quietly(msg)
+                if (done // REFINE_BLOCK) % 5 == 0:
+                    self.log(msg)
+        model.load_state_dict(state.best_state)
+        if members[0] is None:
+            state.best_val = state.refine_best[0]
+        else:  # the committee's loss (the members' mean) with every member at its best
+            state.best_val = (
+                self._evaluate(model, "validation", val, weights)
+                if val is not None
+                else float(np.mean(state.refine_best))
+            )
             self._save(state)
-            msg = (
-                f"L-BFGS iteration {done:5d}  train loss {loss:.4e}  val loss "
-                f"{val_loss:.4e}{'  *' if improved else ''}"
-            )
-            self._log_quietly(msg)
-            if (done // REFINE_BLOCK) % 5 == 0:
-                self.log(msg)
         self.log(
             f"refinement done in {time.perf_counter() - t0:.0f} s; best validation loss "
             f"{state.best_val:.4e}"
         )
         return state
+
+    @staticmethod
+    def _member_parameters(model: HDNNP, member: int | None) -> list[torch.Tensor]:
+        """All parameters (``member`` None) or those of one committee member."""
+        if member is None:
+            return list(model.parameters())
+        return [p for net in model.networks for p in net.members[member].parameters()]
+
+    @staticmethod
+    def _member_keys(model: HDNNP, member: int | None) -> list[str]:
+        """The state-dict keys of all parameters (``member`` None) or one member's."""
+        keys = list(model.state_dict())
+        if member is None:
+            return keys
+        prefixes = tuple(f"networks.{e}.members.{member}." for e in range(len(model.networks)))
+        return [k for k in keys if k.startswith(prefixes)]
 
     def _finish(
         self,
