@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -31,3 +33,13 @@ def water_deck(
         *(f"run {n}" for n in runs),
     ]
     return "\n".join(lines) + "\n"
+
+
+def machine() -> dict:
+    """The description of this machine that every results JSON carries."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_end": list(os.getloadavg()),
+    }

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
+from _common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "mlearn"
@@ -128,12 +127,7 @@ def main() -> None:
     out.write_text(
         json.dumps(
             {
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "load_average_at_end": list(os.getloadavg()),
-                },
+                "machine": machine(),
                 "published": PUBLISHED,
                 "targets": TARGETS,
                 "results": rows,

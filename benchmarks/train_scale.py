@@ -32,7 +32,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -45,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from _common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -463,12 +463,7 @@ def main() -> None:
         out.write_text(
             json.dumps(
                 {
-                    "machine": {
-                        "cpus": os.cpu_count(),
-                        "platform": platform.platform(),
-                        "python": platform.python_version(),
-                        "load_average_at_end": os.getloadavg(),
-                    },
+                    "machine": machine(),
                     "arguments": {k: str(v) for k, v in vars(args).items()},
                     "results": [asdict(x) for x in results],
                 },

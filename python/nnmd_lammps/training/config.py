@@ -19,6 +19,7 @@ import yaml
 
 from ..descriptors.spec import ANGULAR_TYPES, CUTOFF_TYPES
 from ..errors import NNMDError
+from .kalman import KalmanSettings
 
 
 @dataclass
@@ -69,23 +70,17 @@ class RefineConfig:
 
 
 @dataclass
-class KalmanConfig:
+class KalmanConfig(KalmanSettings):
     """The extended-Kalman-filter phase between Adam and L-BFGS (docs/training.md, "Kalman
     filter"): ``epochs`` passes over the training structures in random order, each
     structure one energy update and one update with the aggregated force errors of its
     atoms in groups of ``force_group_atoms`` (a fraction ``force_fraction`` of the groups
-    per structure). The filter settings are those of
-    :class:`~nnmd_lammps.training.kalman.KalmanSettings`."""
+    per structure); the filter settings (``p0``, ``lambda0``, ``nu``, ``q0``, ``q_min``,
+    ``q_decay``) are those of :class:`~nnmd_lammps.training.kalman.KalmanSettings`."""
 
     epochs: int = 0
     force_group_atoms: int = 6
     force_fraction: float = 1.0
-    p0: float = 100.0
-    lambda0: float = 0.98
-    nu: float = 0.9987
-    q0: float = 0.0
-    q_min: float = 0.0
-    q_decay: float = 1.0
 
 
 @dataclass
@@ -284,12 +279,11 @@ def validate(cfg: Config) -> None:
         raise NNMDError("config: descriptors.radial and descriptors.angular are both 0")
 
 
-def kalman_settings(cfg: Config):
+def kalman_settings(cfg: Config) -> KalmanSettings:
     """The :class:`~nnmd_lammps.training.kalman.KalmanSettings` of ``training.kalman``."""
-    from .kalman import KalmanSettings
-
     k = cfg.training.kalman
-    return KalmanSettings(k.p0, k.lambda0, k.nu, k.q0, k.q_min, k.q_decay)
+    names = [f.name for f in dataclasses.fields(KalmanSettings)]
+    return KalmanSettings(**{name: getattr(k, name) for name in names})
 
 
 def repulsion_settings(cfg: Config) -> dict | None:
