@@ -82,29 +82,7 @@ class KalmanFilter:
     def jacobian(self, outputs: Tensor, retain_graph: bool = False) -> list[Tensor]:
         """H_g (n_g x k) of the k entries of ``outputs`` with respect to each group, by one
         backward pass per output."""
-        flat = outputs.reshape(-1)
-        params = [p for g in self.groups for p in g]
-        cols: list[list[Tensor]] = [[] for _ in self.groups]
-        for m in range(flat.numel()):
-            grads = torch.autograd.grad(
-                flat[m],
-                params,
-                retain_graph=retain_graph or m + 1 < flat.numel(),
-                allow_unused=True,
-            )
-            k = 0
-            for gi, g in enumerate(self.groups):
-                parts = []
-                for p in g:
-                    d = grads[k]
-                    parts.append(
-                        torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
-                        if d is None
-                        else d.reshape(-1).to(torch.float64)
-                    )
-                    k += 1
-                cols[gi].append(torch.cat(parts))
-        return [torch.stack(c, dim=1) for c in cols]
+        return jacobians([self], outputs.reshape(1, -1), retain_graph)[0]
 
     @torch.no_grad()
     def update(self, H: Sequence[Tensor], error: Tensor) -> None:
@@ -153,3 +131,35 @@ class KalmanFilter:
         self.lam = float(state["lambda"])
         self.q = float(state["q"])
         self.updates = int(state["updates"])
+
+
+def jacobians(
+    filters: Sequence[KalmanFilter], outputs: Tensor, retain_graph: bool = False
+) -> list[list[Tensor]]:
+    """For every filter f its H_g (n_g x k), the derivatives of row f of ``outputs`` (F, k)
+    with respect to its groups, when row f depends on no other filter's parameters (the
+    members of a committee): one backward pass per column for all filters together."""
+    params = [p for f in filters for g in f.groups for p in g]
+    k = outputs.shape[1]
+    cols: list[list[list[Tensor]]] = [[[] for _ in f.groups] for f in filters]
+    for c in range(k):
+        grads = iter(
+            torch.autograd.grad(
+                outputs[:, c].sum(),
+                params,
+                retain_graph=retain_graph or c + 1 < k,
+                allow_unused=True,
+            )
+        )
+        for fi, f in enumerate(filters):
+            for gi, g in enumerate(f.groups):
+                parts = []
+                for p in g:
+                    d = next(grads)
+                    parts.append(
+                        torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
+                        if d is None
+                        else d.reshape(-1).to(torch.float64)
+                    )
+                cols[fi][gi].append(torch.cat(parts))
+    return [[torch.stack(c, dim=1) for c in per_group] for per_group in cols]

@@ -65,7 +65,7 @@ from .config import (
 from .datasets import bootstrap_counts, load_datasets, subtract_repulsion
 from .distributed import Distributed, reduce_gradients, threads_per_rank
 from .initialisation import StatisticsOf, build_descriptors, fit_reference_energies, scaling_from
-from .kalman import KalmanFilter
+from .kalman import KalmanFilter, jacobians
 from .loss import LossWeights, loss_terms, predict_batch
 from .metrics import error_metrics
 from .statistics import (
@@ -810,14 +810,13 @@ class Trainer:
         return state
 
     @staticmethod
-    def _member_groups(model: HDNNP, m: int) -> list[list[torch.Tensor]]:
-        """Parameters of committee member ``m`` (the single network for m = 0), one group
-        per element."""
-        groups = []
-        for net in model.networks:
-            member = net.members[m] if hasattr(net, "members") else net
-            groups.append(list(member.parameters()))
-        return groups
+    def _member_groups(model: HDNNP, member: int | None) -> list[list[torch.Tensor]]:
+        """Parameters of committee member ``member`` (of the single network for None or
+        a model without committee), one group per element."""
+        single = member is None or model.committee == 1
+        return [
+            list((net if single else net.members[member]).parameters()) for net in model.networks
+        ]
 
     def _kalman_update(
         self,
@@ -834,39 +833,13 @@ class Trainer:
         mean absolute force error (the aggregated measurement of RLEKF, Hu et al.,
         arXiv:2212.06989), one Jacobian column per group instead of one per component."""
         kc = self.cfg.training.kalman
-        members = len(filters)
-        params = [p for f in filters for g in f.groups for p in g]
         natoms = float(b.natoms[0])
 
         def update(y: torch.Tensor, target: torch.Tensor) -> None:
             """y (M, k) predictions, target (M, k); one update per filter."""
-            k = y.shape[1]
-            cols: list[list[torch.Tensor]] = [[] for _ in range(members)]
-            for c in range(k):
-                grads = torch.autograd.grad(
-                    y[:, c].sum(), params, retain_graph=c + 1 < k, allow_unused=True
-                )
-                it = iter(grads)
-                for m, f in enumerate(filters):
-                    for g in f.groups:
-                        parts = [next(it) for _ in g]
-                        flat = torch.cat(
-                            [
-                                torch.zeros(p.numel(), dtype=torch.float64)
-                                if d is None
-                                else d.reshape(-1).to(torch.float64)
-                                for p, d in zip(g, parts, strict=True)
-                            ]
-                        )
-                        cols[m].append(flat)
             err = (target - y).detach()
-            for m, f in enumerate(filters):
-                n_groups = len(f.groups)
-                H = [
-                    torch.stack([cols[m][c * n_groups + gi] for c in range(k)], dim=1)
-                    for gi in range(n_groups)
-                ]
-                f.update(H, err[m])
+            for f, H, e in zip(filters, jacobians(filters, y), err, strict=True):
+                f.update(H, e)
 
         scale = 1.0 / energy_scale
         if weights.energy > 0:
@@ -946,7 +919,7 @@ class Trainer:
         t0 = time.perf_counter()
         for k in range(state.refine_member, len(members)):
             member = members[k]
-            params = self._member_parameters(model, member)
+            params = [p for g in self._member_groups(model, member) for p in g]
             keys = self._member_keys(model, member)
             opt = torch.optim.LBFGS(
                 params,
@@ -1024,13 +997,6 @@ class Trainer:
             f"{state.best_val:.4e}"
         )
         return state
-
-    @staticmethod
-    def _member_parameters(model: HDNNP, member: int | None) -> list[torch.Tensor]:
-        """All parameters (``member`` None) or those of one committee member."""
-        if member is None:
-            return list(model.parameters())
-        return [p for net in model.networks for p in net.members[member].parameters()]
 
     @staticmethod
     def _member_keys(model: HDNNP, member: int | None) -> list[str]:
