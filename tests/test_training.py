@@ -768,6 +768,9 @@ def test_committee_refinement_member_by_member_resumes(tmp_path, cu_data, monkey
     whole, _ = _train(cfg, tmp_path, "whole")
     ref = torch.load(whole / "checkpoint.pt", weights_only=True)
     assert ref["history"]["refine_iteration"] == [10, 20, 30, 40]
+    # the kept weights are the members' refined bests: the committee's validation loss
+    # with them is below Adam's best
+    assert ref["best_val"] < 0.99 * min(ref["history"]["val_loss"])
     assert "20 iterations per committee member (2, one after" in (whole / "train.log").read_text()
 
     saves = []
