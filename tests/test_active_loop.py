@@ -173,6 +173,13 @@ def test_loop_end_to_end(unbroken):
         ]
         if k == 0:
             assert initial is None
+            # with warm starts the first iteration keeps every generated function (4 radial
+            # + 4 angular for Cu): the later iterations inherit the set
+            assert (
+                yaml.safe_load((d / "train" / "config.yaml").read_text())["descriptors"]["prune"]
+                is False
+            )
+            assert len(read_metadata(d / "train" / "model.pt")["symmetry_functions"]["Cu"]) == 8
         else:
             previous = (run / "iter_0" / "train" / "model.pt").resolve()
             assert Path(initial) == previous

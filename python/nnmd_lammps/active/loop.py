@@ -12,7 +12,9 @@ Iteration k (directory ``DIR/iter_k/``) runs five stages:
    the previous iteration's committee (``training.initial_model``): its symmetry
    functions, reference energies and network function are kept (scaling and training
    range follow the new data, the first layers rescaled exactly), and
-   ``warm_start_epochs`` (if given) replaces ``training.epochs``. ``warm_start: false``
+   ``warm_start_epochs`` (if given) replaces ``training.epochs``; the first iteration
+   then keeps every generated symmetry function (no pruning on the few starting
+   structures, whose set all later iterations inherit). ``warm_start: false``
    retrains from scratch with the same seed (descriptors and scaling then follow the
    growing data). Either way every model is reproducible from its ``train/config.yaml``.
 3. **explore**: ``explore/run_NNN/`` holds one LAMMPS MD run per temperature x pressure x
@@ -259,6 +261,16 @@ class ActiveLearning:
 
         cfg = self.cfg.training_config(self._data_files(k))
         al = self.cfg.al
+        if k == 0 and al.warm_start and cfg.descriptors.prune and not cfg.descriptors.functions:
+            # the functions chosen now serve every later iteration, and a few starting
+            # structures cannot tell which of them are redundant (measured on the copper
+            # example: 10 of 20 pruned on the 10 starting cells, and the warm-started
+            # iterations stayed at twice the force error of a retrained model)
+            cfg.descriptors.prune = False
+            self.log(
+                "iteration 0: descriptors.prune ignored: with warm_start the generated "
+                "functions are kept for all iterations"
+            )
         if k > 0 and al.warm_start:
             # the previous committee's descriptors, scaling and weights (docs/uncertainty.md)
             previous = iteration_dir(self.out, k - 1) / "train" / "model.pt"
