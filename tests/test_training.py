@@ -179,6 +179,14 @@ def test_generated_grids():
     ang = angular_grid(1.0, 5.0, 10)
     assert len(ang) == 10 and len({(e, z, lam) for e, z, lam in ang}) == 10
     assert {lam for _, _, lam in ang} == {-1.0, 1.0}
+    # m = ceil(10 / 8) = 2 widths; centred: r = 1 + 4/3, 1 + 8/3; inner: r = 1, 3 (from r_min)
+    assert sorted({e for e, _, _ in ang}) == pytest.approx(
+        [1 / (2 * (1 + 8 / 3) ** 2), 1 / (2 * (1 + 4 / 3) ** 2)]
+    )
+    inner = angular_grid(1.0, 5.0, 10, "inner")
+    assert sorted({e for e, _, _ in inner}) == pytest.approx([1 / 18, 1 / 2])
+    with pytest.raises(NNMDError, match="angular_widths"):
+        angular_grid(1.0, 5.0, 10, "wide")
     spec = generate(["O", "H"][::-1], GridSettings(5.0, 3, 2, 0.8))
     # per centre: 2 neighbour elements x 3 radial + 3 element pairs x 2 angular
     assert spec.num_functions("H") == 12 and spec.num_functions("O") == 12
@@ -278,6 +286,10 @@ def test_pruning_removes_constant_and_duplicate_functions():
         ({"cutoff": -1.0}, "'cutoff' must be positive"),
         ({"data": {"validation_fraction": 0.2}}, "'data.train' is required"),
         ({"training": {"data_mode": "disk"}}, "'training.data_mode' must be one of"),
+        (
+            {"descriptors": {"angular_widths": "wide"}},
+            "'descriptors.angular_widths' must be one of ['centred', 'inner']",
+        ),
         ({"training": {"workers": -1}}, "'training.workers' must be >= 0"),
         ({"training": {"workers": 1.5}}, "'training.workers' must be an integer"),
         ({"training": {"memory_budget_gb": -1}}, "'training.memory_budget_gb' must be >= 0"),
@@ -309,7 +321,8 @@ def test_config_error_through_cli(tmp_path, cu_data):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "nnmd: error: unknown config key 'descriptors.radail' (did you mean 'radial'?); valid "
-        "keys here: radial, angular, angular_type, cutoff_type, cutoff_alpha, r_min, prune, "
+        "keys here: radial, angular, angular_type, angular_widths, cutoff_type, cutoff_alpha, "
+        "r_min, prune, "
         "max_correlation, functions"
     ]
     (tmp_path / "broken.yaml").write_text("cutoff: [1, 2\n")

@@ -31,6 +31,11 @@ class GridSettings:
     angular_type: int = 9
     cutoff_type: int = 6
     cutoff_alpha: float = 0.0
+    angular_widths: str = "centred"  # one of ANGULAR_WIDTHS (angular_grid)
+
+
+#: the width grids of :func:`angular_grid`
+ANGULAR_WIDTHS = ("centred", "inner")
 
 
 def radial_grid(r_min: float, rc: float, n: int) -> list[tuple[float, float]]:
@@ -43,17 +48,30 @@ def radial_grid(r_min: float, rc: float, n: int) -> list[tuple[float, float]]:
     return [(eta, r_min + k * d) for k in range(n)]
 
 
-def angular_grid(r_min: float, rc: float, n: int) -> list[tuple[float, float, float]]:
-    """n (eta, zeta, lambda) triples: centred Gaussians exp(-eta r^2) with widths
-    r_k = r_min + (k + 1)(rc - r_min)/(m + 1), eta_k = 1/(2 r_k^2) for m = ceil(n / 8)
-    widths; for each width zeta in (1, 2, 4, 8) and lambda in (-1, +1); the first n."""
+def angular_grid(
+    r_min: float, rc: float, n: int, widths: str = "centred"
+) -> list[tuple[float, float, float]]:
+    """n (eta, zeta, lambda) triples: centred Gaussians exp(-eta r^2), eta_k = 1/(2 r_k^2),
+    for m = ceil(n / 8) widths r_k; for each width zeta in (1, 2, 4, 8) and lambda in
+    (-1, +1); the first n.
+
+    ``widths``: ``centred`` places them inside the interval, r_k = r_min + (k + 1)
+    (rc - r_min)/(m + 1) (k = 0..m-1), all broad; ``inner`` spaces them from r_min,
+    r_k = r_min + k (rc - r_min)/m (k = 0..m-1), so that the first width resolves the
+    bond angles of the nearest-neighbour shell (docs/training.md: better for Si, worse
+    for Li)."""
+    if widths not in ANGULAR_WIDTHS:
+        raise NNMDError(f"descriptors: angular_widths must be one of {ANGULAR_WIDTHS}")
     if n <= 0:
         return []
     per_eta = 2 * len(ZETAS)
     m = math.ceil(n / per_eta)
     out = []
     for k in range(m):
-        r = r_min + (k + 1) * (rc - r_min) / (m + 1)
+        if widths == "inner":
+            r = r_min + k * (rc - r_min) / m
+        else:
+            r = r_min + (k + 1) * (rc - r_min) / (m + 1)
         eta = 1.0 / (2.0 * r * r)
         for zeta in ZETAS:
             for lam in (-1.0, 1.0):
@@ -87,7 +105,9 @@ def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
                 )
         for i, a in enumerate(elements):
             for b in elements[i:]:
-                for eta, zeta, lam in angular_grid(g.r_min, g.cutoff, g.n_angular):
+                for eta, zeta, lam in angular_grid(
+                    g.r_min, g.cutoff, g.n_angular, g.angular_widths
+                ):
                     fs.append(
                         SymmetryFunction(
                             g.angular_type,

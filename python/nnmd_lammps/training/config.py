@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..descriptors.generation import ANGULAR_WIDTHS
 from ..descriptors.spec import ANGULAR_TYPES, CUTOFF_TYPES
 from ..errors import NNMDError
 from .kalman import KalmanSettings
@@ -40,6 +41,8 @@ class DescriptorConfig:
     radial: int = 8
     angular: int = 16
     angular_type: int = 9
+    # widths of the angular Gaussians: centred (all broad) or inner (the first at r_min)
+    angular_widths: str = "centred"
     cutoff_type: int = 6
     cutoff_alpha: float = 0.0
     r_min: float | None = None  # Angstrom; None: 0.8 x shortest distance in the data
@@ -207,6 +210,7 @@ CHOICES = {
     "training.data_mode": ("auto", "memory", "stream"),
     "training.refine.optimizer": ("lbfgs",),
     "descriptors.angular_type": ANGULAR_TYPES,
+    "descriptors.angular_widths": ANGULAR_WIDTHS,
     "descriptors.cutoff_type": CUTOFF_TYPES,
 }
 

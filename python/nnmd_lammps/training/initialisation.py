@@ -118,6 +118,7 @@ def build_descriptors(
             dc.angular_type,
             dc.cutoff_type,
             dc.cutoff_alpha,
+            dc.angular_widths,
         ),
     )
     log("descriptors: generated " + ", ".join(f"{e}: {spec.num_functions(e)}" for e in elements))
