@@ -416,9 +416,9 @@ def test_without_validation_and_test_sets_and_longer_refinement_on_resume(tmp_pa
 
 
 def test_warm_start_from_a_model_file(tmp_path, cu_data):
-    """training.initial_model: the new run keeps the model's symmetry functions and energy
-    shift, takes scaling and training range from the new data, and starts from the same
-    function (first layers rescaled exactly: with a vanishing learning rate it ends where
+    """training.initial_model: the new run keeps the model's symmetry functions, takes
+    scaling, energy transform and training range from the new data, and starts from the
+    same function (first layers rescaled exactly: with a vanishing learning rate it ends where
     it started); a model that does not fit the configuration is refused with the key
     named."""
     import ase.io
@@ -442,9 +442,9 @@ def test_warm_start_from_a_model_file(tmp_path, cu_data):
     second, _ = _train(warm, tmp_path, "second")
     a, b = read_metadata(first / "model.pt"), read_metadata(second / "model.pt")
     assert b["symmetry_functions"] == a["symmetry_functions"]
-    assert b["energy"] == a["energy"]
-    # the scaling follows the new data (the first layers absorb the change, see below)
-    assert b["scaling"] != a["scaling"]
+    # the scaling and the energy transform follow the new data (the first and last layers
+    # absorb the change, see below)
+    assert b["scaling"] != a["scaling"] and b["energy"] != a["energy"]
     lo_a, lo_b = (np.array(m["training_range"]["Cu"]["min"]) for m in (a, b))
     hi_a, hi_b = (np.array(m["training_range"]["Cu"]["max"]) for m in (a, b))
     assert np.all(lo_b <= lo_a) and np.all(hi_b >= hi_a) and np.any(hi_b > hi_a)
@@ -470,6 +470,66 @@ def test_warm_start_from_a_model_file(tmp_path, cu_data):
         bad["network"][key] = value
         with pytest.raises(NNMDError, match=message):
             _train(bad, tmp_path, f"bad_{key}")
+
+
+def _scaled_hdnnp(gmean: list[float], gsigma: list[float], scale: float = 1.0, shift: float = 0.0):
+    from nnmd_lammps.model.networks import (
+        ModelDescription,
+        NetworkSpec,
+        ScalingParams,
+        build_hdnnp,
+    )
+
+    n = len(gmean)
+    desc = ModelDescription(
+        networks={"Cu": NetworkSpec([n, 5, 1], ["tanh", "identity"])},
+        scaling={"Cu": ScalingParams("sigma", 0.0, 1.0, [0.0] * n, [1.0] * n, gmean, gsigma)},
+        energy_scale=scale,
+        energy_shift={"Cu": shift},
+        committee=2,
+    )
+    return build_hdnnp(["Cu"], desc)
+
+
+def _element_energies(model, g: torch.Tensor) -> torch.Tensor:
+    """Per-member atomic energies of the Cu networks for raw descriptors g (atoms, 3)."""
+    return torch.stack([m(g).reshape(-1) for m in model.networks[0].members])
+
+
+def test_warm_start_rescaling_keeps_the_function_and_resets_widened_inputs():
+    """rescale_first_layers: without max_spread the networks compute the same function of
+    the raw descriptors under the new scaling and energy transform; with max_spread 3 the
+    input whose spread grew 10x loses its weights and the function equals the old one
+    with that input held at the new data's mean, while the input that grew 1.5x keeps its
+    weights."""
+    from nnmd_lammps.training.trainer import rescale_first_layers
+
+    torch.manual_seed(0)
+    old = _scaled_hdnnp([1.0, 2.0, 3.0], [0.1, 0.5, 1.0], scale=0.02, shift=0.01)
+    new_mean = torch.tensor([1.3, 2.2, 2.9], dtype=torch.float64)
+    g = torch.rand(7, 3, dtype=torch.float64) * 4.0
+    with torch.no_grad():
+        before = _element_energies(old, g)
+        fixed = g.clone()
+        fixed[:, 0] = new_mean[0]
+        before_fixed = _element_energies(old, fixed)
+
+    def fresh():
+        return _scaled_hdnnp(new_mean.tolist(), [1.0, 0.75, 1.0], scale=0.3, shift=-0.7)
+
+    same = fresh()
+    assert rescale_first_layers(same, old.state_dict()) == [0]
+    with torch.no_grad():
+        torch.testing.assert_close(_element_energies(same, g), before, rtol=1e-12, atol=1e-12)
+    reset = fresh()
+    assert rescale_first_layers(reset, old.state_dict(), 3.0, [new_mean]) == [1]
+    for member in reset.networks[0].members:
+        w = member.linears[0].weight
+        assert torch.all(w[:, 0] == 0) and torch.all(w[:, 1:] != 0)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            _element_energies(reset, g), before_fixed, rtol=1e-12, atol=1e-12
+        )
 
 
 def _state(out: Path) -> dict:

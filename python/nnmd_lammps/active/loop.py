@@ -10,8 +10,9 @@ Iteration k (directory ``DIR/iter_k/``) runs five stages:
 2. **train**: ``train/`` is a complete ``nnmd train`` run on that data set (committee as
    configured). With ``warm_start`` (the default), iterations after the first start from
    the previous iteration's committee (``training.initial_model``): its symmetry
-   functions, reference energies and network function are kept (scaling and training
-   range follow the new data, the first layers rescaled exactly), and
+   functions and network function are kept (descriptor scaling, reference energies,
+   output scale and training range follow the new data, the first and last layers
+   adapted exactly), and
    ``warm_start_epochs`` (if given) replaces ``training.epochs``; the first iteration
    then keeps every generated symmetry function (no pruning on the few starting
    structures, whose set all later iterations inherit). ``warm_start: false``

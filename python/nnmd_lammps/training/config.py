@@ -115,6 +115,9 @@ class TrainingConfig:
     # warm start: a model file (relative to the config file) whose descriptors, scaling,
     # energy shift and weights initialise this run (docs/training.md)
     initial_model: str | None = None
+    # warm start: inputs whose spread in this run's data exceeds this multiple of the
+    # initial model's lose their first-layer weights (docs/training.md); null: never
+    warm_start_max_spread: float | None = 3.0
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
 
@@ -252,6 +255,11 @@ def validate(cfg: Config) -> None:
             raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
     if cfg.training.workers is not None and cfg.training.workers < 0:
         raise NNMDError(f"config key 'training.workers' must be >= 0, got {cfg.training.workers!r}")
+    spread = cfg.training.warm_start_max_spread
+    if spread is not None and not spread > 1.0:
+        raise NNMDError(
+            f"config key 'training.warm_start_max_spread' must be above 1 (or null), got {spread!r}"
+        )
     if not cfg.data.train:
         raise NNMDError("config key 'data.train' is required (training data file(s))")
     if cfg.network.committee < 1:

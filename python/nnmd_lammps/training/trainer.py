@@ -115,33 +115,73 @@ class _Predicted:
 
 
 @torch.no_grad()
-def rescale_first_layers(model: HDNNP, state: dict[str, torch.Tensor]) -> None:
+@torch.no_grad()
+def rescale_first_layers(
+    model: HDNNP,
+    state: dict[str, torch.Tensor],
+    max_spread: float | None = None,
+    means: list[torch.Tensor] | None = None,
+) -> list[int]:
     """Load the weights ``state`` of a model with another descriptor scaling into
     ``model`` (whose scaling buffers hold the new scaling) so that every network computes
     the same function of the raw descriptors: with x = (G - a) f + t the old and x' the
     new scaled input, x = r x' + c (r = f / f', c = (a' - a) f + t - t' r), so the first
-    layer becomes W' = W diag(r), b' = b + W c."""
+    layer becomes W' = W diag(r), b' = b + W c; likewise the output layer for the new
+    energy transform E = out s' + m' (W' = W s/s', b' = b s/s' + (m - m')/s', times the
+    fan-in with normalised nodes).
+
+    ``max_spread``: an input whose scale grew by more than this factor (r > max_spread:
+    the new data spread that function far wider than the old training data did) has its
+    first-layer column reset to zero, its contribution at the new data's mean
+    (``means[e]``, raw G of element index e) moved into the bias: the slope learned
+    from an almost constant input is dropped instead of being applied far outside the
+    range it was fitted on, where it saturates the network. Returns the number of reset
+    inputs per element (the largest over its committee members)."""
     new_buffers = {
-        k: v.clone() for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] in SCALING
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if k.rsplit(".", 1)[-1] in SCALING + ENERGY
     }
     model.load_state_dict(state)
-    for name, module in model.named_modules():
-        if not isinstance(module, ElementNetwork):
-            continue
-        a, f, t = module.g_shift.clone(), module.g_factor.clone(), module.g_target.clone()
-        a2, f2, t2 = (new_buffers[f"{name}.{b}"] for b in SCALING)
-        r = f / f2
-        c = (a2 - a) * f + t - t2 * r
-        first = module.linears[0]
-        first.bias.add_(first.weight @ c)
-        first.weight.mul_(r)
-        module.g_shift.copy_(a2)
-        module.g_factor.copy_(f2)
-        module.g_target.copy_(t2)
+    reset = [0] * len(model.networks)
+    for e_idx, element_nets in enumerate(model.networks):
+        for name, module in element_nets.named_modules():
+            if not isinstance(module, ElementNetwork):
+                continue
+            full = f"networks.{e_idx}.{name}" if name else f"networks.{e_idx}"
+            a, f, t = module.g_shift.clone(), module.g_factor.clone(), module.g_target.clone()
+            a2, f2, t2 = (new_buffers[f"{full}.{b}"] for b in SCALING)
+            r = f / f2
+            c = (a2 - a) * f + t - t2 * r
+            first = module.linears[0]
+            first.bias.add_(first.weight @ c)
+            first.weight.mul_(r)
+            if max_spread is not None and means is not None:
+                wide = r.abs() > max_spread
+                if bool(wide.any()):
+                    x_mean = (means[e_idx] - a2) * f2 + t2
+                    first.bias.add_(first.weight[:, wide] @ x_mean[wide])
+                    first.weight[:, wide] = 0.0
+                    reset[e_idx] = max(reset[e_idx], int(wide.sum()))
+            module.g_shift.copy_(a2)
+            module.g_factor.copy_(f2)
+            module.g_target.copy_(t2)
+            # E = out s + m: the output layer maps onto the new s', m' exactly
+            s, m = module.e_scale.clone(), module.e_shift.clone()
+            s2, m2 = (new_buffers[f"{full}.{b}"] for b in ENERGY)
+            last = module.linears[-1]
+            norm = module.fan_in[-1] if module.normalize_nodes else 1.0
+            last.weight.mul_(s / s2)
+            last.bias.mul_(s / s2).add_(norm * (m - m2) / s2)
+            module.e_scale.copy_(s2)
+            module.e_shift.copy_(m2)
+    return reset
 
 
 #: the scaling buffers of an ElementNetwork: shift a, factor f, target t
 SCALING = ("g_shift", "g_factor", "g_target")
+#: its energy transform: E = output x e_scale + e_shift
+ENERGY = ("e_scale", "e_shift")
 
 
 class Trainer:
@@ -386,6 +426,12 @@ class Trainer:
             # the initial model; the training range is that of this run's training data
             description = copy.deepcopy(initial.description)
             description.training_range = train_ranges()
+            # so do the reference energies and the output scale (a model trained on a few
+            # near-identical structures has a residual scale far below that of broader
+            # data, and its networks would have to learn outputs many times their unit);
+            # rescale_first_layers adapts the output layers exactly
+            mu, scale = fit_reference_energies(fit_sets["train"], elements)
+            description.energy_shift, description.energy_scale = mu, scale
             # the scaling follows the new data; rescale_first_layers keeps the networks'
             # functions unchanged under the new scaling
             stats = None if train_G is not None else train_statistics()
@@ -430,7 +476,19 @@ class Trainer:
             description = resumed_description
         model = build_hdnnp(elements, description, dtype=dtype).to(device)
         if initial is not None:
-            rescale_first_layers(model, initial.module.state_dict())
+            means = [
+                torch.tensor(description.scaling[e].gmean, dtype=dtype, device=device)
+                for e in elements
+            ]
+            reset = rescale_first_layers(
+                model, initial.module.state_dict(), tc.warm_start_max_spread, means
+            )
+            if any(reset):
+                self.log(
+                    "warm start: first-layer weights reset for inputs whose spread grew more "
+                    f"than {tc.warm_start_max_spread:g}x over the initial model's data: "
+                    + ", ".join(f"{e} {n}" for e, n in zip(elements, reset, strict=True))
+                )
         meta_json = json.dumps(metadata_dict(spec, description, dtype=tc.dtype), allow_nan=False)
         weights = LossWeights(tc.energy_weight, tc.force_weight, tc.stress_weight)
         n_params = sum(p.numel() for p in model.parameters())
@@ -536,9 +594,10 @@ class Trainer:
                 f"network.repulsion is {cfg.network.repulsion!r}"
             )
         self.log(
-            f"warm start from {path}: its symmetry functions, scaling, energy shift"
+            f"warm start from {path}: its symmetry functions"
             + (", repulsion" if wanted else "")
-            + " and weights"
+            + " and network function (descriptor scaling and energy transform follow the "
+            "new data, the first and last layers adapted exactly)"
         )
         return loaded
 
