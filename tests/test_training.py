@@ -291,6 +291,10 @@ def test_pruning_removes_constant_and_duplicate_functions():
             "'descriptors.angular_widths' must be one of ['centred', 'inner']",
         ),
         ({"training": {"workers": -1}}, "'training.workers' must be >= 0"),
+        (
+            {"training": {"warm_start_max_spread": 1.0}},
+            "'training.warm_start_max_spread' must be above 1",
+        ),
         ({"training": {"workers": 1.5}}, "'training.workers' must be an integer"),
         ({"training": {"memory_budget_gb": -1}}, "'training.memory_budget_gb' must be >= 0"),
     ],
