@@ -501,12 +501,12 @@ def _element_energies(model, g: torch.Tensor) -> torch.Tensor:
 
 
 def test_warm_start_rescaling_keeps_the_function_and_resets_widened_inputs():
-    """rescale_first_layers: without max_spread the networks compute the same function of
+    """rescale_layers: without max_spread the networks compute the same function of
     the raw descriptors under the new scaling and energy transform; with max_spread 3 the
     input whose spread grew 10x loses its weights and the function equals the old one
     with that input held at the new data's mean, while the input that grew 1.5x keeps its
     weights."""
-    from nnmd_lammps.training.trainer import rescale_first_layers
+    from nnmd_lammps.training.trainer import rescale_layers
 
     torch.manual_seed(0)
     old = _scaled_hdnnp([1.0, 2.0, 3.0], [0.1, 0.5, 1.0], scale=0.02, shift=0.01)
@@ -522,11 +522,11 @@ def test_warm_start_rescaling_keeps_the_function_and_resets_widened_inputs():
         return _scaled_hdnnp(new_mean.tolist(), [1.0, 0.75, 1.0], scale=0.3, shift=-0.7)
 
     same = fresh()
-    assert rescale_first_layers(same, old.state_dict()) == [0]
+    assert rescale_layers(same, old.state_dict()) == [0]
     with torch.no_grad():
         torch.testing.assert_close(_element_energies(same, g), before, rtol=1e-12, atol=1e-12)
     reset = fresh()
-    assert rescale_first_layers(reset, old.state_dict(), 3.0, [new_mean]) == [1]
+    assert rescale_layers(reset, old.state_dict(), 3.0, [new_mean]) == [1]
     for member in reset.networks[0].members:
         w = member.linears[0].weight
         assert torch.all(w[:, 0] == 0) and torch.all(w[:, 1:] != 0)

@@ -12,10 +12,9 @@ Iteration k (directory ``DIR/iter_k/``) runs five stages:
    the previous iteration's committee (``training.initial_model``): its symmetry
    functions and network function are kept (descriptor scaling, reference energies,
    output scale and training range follow the new data, the first and last layers
-   adapted exactly), and
-   ``warm_start_epochs`` (if given) replaces ``training.epochs``; the first iteration
-   then keeps every generated symmetry function (no pruning on the few starting
-   structures, whose set all later iterations inherit). ``warm_start: false``
+   adapted exactly), and ``warm_start_epochs`` (if given) replaces ``training.epochs``;
+   the first iteration then keeps every generated symmetry function (no pruning on the
+   few starting structures, whose set all later iterations inherit). ``warm_start: false``
    retrains from scratch with the same seed (descriptors and scaling then follow the
    growing data). Either way every model is reproducible from its ``train/config.yaml``.
 3. **explore**: ``explore/run_NNN/`` holds one LAMMPS MD run per temperature x pressure x
@@ -273,7 +272,7 @@ class ActiveLearning:
                 "functions are kept for all iterations"
             )
         if k > 0 and al.warm_start:
-            # the previous committee's descriptors, scaling and weights (docs/uncertainty.md)
+            # the previous committee's functions and networks (docs/uncertainty.md)
             previous = iteration_dir(self.out, k - 1) / "train" / "model.pt"
             cfg.training.initial_model = str(previous.resolve())
             if al.warm_start_epochs is not None:

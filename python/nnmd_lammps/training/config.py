@@ -112,8 +112,8 @@ class TrainingConfig:
     # background processes per rank computing descriptors (stream mode and set-up passes);
     # None: one per CPU of the rank, at most 4
     workers: int | None = None
-    # warm start: a model file (relative to the config file) whose descriptors, scaling,
-    # energy shift and weights initialise this run (docs/training.md)
+    # warm start: a model file (relative to the config file) whose symmetry functions and
+    # network function initialise this run (docs/training.md)
     initial_model: str | None = None
     # warm start: inputs whose spread in this run's data exceeds this multiple of the
     # initial model's lose their first-layer weights (docs/training.md); null: never

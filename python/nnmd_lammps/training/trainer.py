@@ -45,7 +45,14 @@ from ..model.modelfile import (
     metadata_dict,
     save_model,
 )
-from ..model.networks import HDNNP, ElementNetwork, ModelDescription, NetworkSpec, build_hdnnp
+from ..model.networks import (
+    HDNNP,
+    ElementNetwork,
+    ModelDescription,
+    NetworkSpec,
+    ScalingParams,
+    build_hdnnp,
+)
 from ..model.repulsion import ZBLRepulsion, default_zbl_radii
 from .checkpoint import (
     CHECKPOINT,
@@ -115,8 +122,7 @@ class _Predicted:
 
 
 @torch.no_grad()
-@torch.no_grad()
-def rescale_first_layers(
+def rescale_layers(
     model: HDNNP,
     state: dict[str, torch.Tensor],
     max_spread: float | None = None,
@@ -137,6 +143,8 @@ def rescale_first_layers(
     from an almost constant input is dropped instead of being applied far outside the
     range it was fitted on, where it saturates the network. Returns the number of reset
     inputs per element (the largest over its committee members)."""
+    if max_spread is not None and means is None:
+        raise ValueError("rescale_layers: max_spread needs the new data's means")
     new_buffers = {
         k: v.clone()
         for k, v in model.state_dict().items()
@@ -156,7 +164,7 @@ def rescale_first_layers(
             first = module.linears[0]
             first.bias.add_(first.weight @ c)
             first.weight.mul_(r)
-            if max_spread is not None and means is not None:
+            if max_spread is not None:
                 wide = r.abs() > max_spread
                 if bool(wide.any()):
                     x_mean = (means[e_idx] - a2) * f2 + t2
@@ -421,28 +429,7 @@ class Trainer:
             st = train_statistics()
             return {e: training_range_from_statistics(st[k]) for k, e in enumerate(elements)}
 
-        if initial is not None:
-            # warm start: descriptors, scaling, energy shift/scale, committee and repulsion of
-            # the initial model; the training range is that of this run's training data
-            description = copy.deepcopy(initial.description)
-            description.training_range = train_ranges()
-            # so do the reference energies and the output scale (a model trained on a few
-            # near-identical structures has a residual scale far below that of broader
-            # data, and its networks would have to learn outputs many times their unit);
-            # rescale_first_layers adapts the output layers exactly
-            mu, scale = fit_reference_energies(fit_sets["train"], elements)
-            description.energy_shift, description.energy_scale = mu, scale
-            # the scaling follows the new data; rescale_first_layers keeps the networks'
-            # functions unchanged under the new scaling
-            stats = None if train_G is not None else train_statistics()
-            for e_idx, e in enumerate(elements):
-                description.scaling[e] = (
-                    scaling_from(train_G[e_idx], cfg.network.scaling)
-                    if train_G is not None
-                    else scaling_from_statistics(stats[e_idx], cfg.network.scaling)
-                )
-        elif ck is None:
-            description = ModelDescription()
+        def energy_transform() -> tuple[dict[str, float], float]:
             mu, scale = fit_reference_energies(fit_sets["train"], elements)
             self.log(
                 "reference energies (least squares): "
@@ -450,20 +437,39 @@ class Trainer:
                 + f"; per-atom residual RMS "
                 f"{scale * 1000:.2f} meV (network output scale)"
             )
+            return mu, scale
+
+        def descriptor_scaling() -> dict[str, ScalingParams]:
+            if train_G is not None:
+                return {
+                    e: scaling_from(train_G[k], cfg.network.scaling) for k, e in enumerate(elements)
+                }
+            st = train_statistics()
+            return {
+                e: scaling_from_statistics(st[k], cfg.network.scaling)
+                for k, e in enumerate(elements)
+            }
+
+        if initial is not None:
+            # warm start: symmetry functions, networks, committee and repulsion of the initial
+            # model; the descriptor scaling, the energy transform and the training range
+            # follow this run's training data (a model trained on a few near-identical
+            # structures has a residual scale far below that of broader data), and
+            # rescale_layers keeps the networks' function unchanged under both
+            description = copy.deepcopy(initial.description)
+            description.training_range = train_ranges()
+            description.energy_shift, description.energy_scale = energy_transform()
+            description.scaling = descriptor_scaling()
+        elif ck is None:
+            description = ModelDescription()
+            description.energy_shift, description.energy_scale = energy_transform()
             hidden = cfg.network.hidden
-            stats = None if train_G is not None else train_statistics()
-            for e_idx, e in enumerate(elements):
+            for e in elements:
                 description.networks[e] = NetworkSpec(
                     [spec.num_functions(e), *hidden, 1],
                     [cfg.network.activation] * len(hidden) + ["identity"],
                 )
-                description.scaling[e] = (
-                    scaling_from(train_G[e_idx], cfg.network.scaling)
-                    if train_G is not None
-                    else scaling_from_statistics(stats[e_idx], cfg.network.scaling)
-                )
-            description.energy_scale = scale
-            description.energy_shift = mu
+            description.scaling = descriptor_scaling()
             description.committee = cfg.network.committee
             description.training_range = train_ranges()
             description.repulsion = None if repulsion is None else repulsion.to_dict()
@@ -480,7 +486,7 @@ class Trainer:
                 torch.tensor(description.scaling[e].gmean, dtype=dtype, device=device)
                 for e in elements
             ]
-            reset = rescale_first_layers(
+            reset = rescale_layers(
                 model, initial.module.state_dict(), tc.warm_start_max_spread, means
             )
             if any(reset):
