@@ -58,6 +58,8 @@ def _config(tmp: Path, **al_overrides) -> dict:
         "trust": {"lo": 0.001, "hi": 50.0},
         "frames_per_iteration": PER_ITERATION,
         "max_iterations": 2,
+        # the second (last) iteration starts from the first one's committee
+        "warm_start_from_iteration": 1,
         "exploration": {
             "temperatures": [700],
             "steps": STEPS,
@@ -188,6 +190,34 @@ def test_loop_end_to_end(unbroken):
             assert after["symmetry_functions"] == before["symmetry_functions"]
 
 
+def test_default_warm_starts_begin_with_the_third_iteration(tmp_path, monkeypatch):
+    """warm_start_from_iteration 2 (the default): iterations 0 and 1 train from scratch,
+    iteration 1 (whose functions later iterations inherit) without pruning, and
+    iteration k >= 2 starts from iteration k-1's model file."""
+    import nnmd_lammps.training as training
+
+    raw = _config(tmp_path)
+    del raw["active_learning"]["warm_start_from_iteration"]
+    cfg = al_config_from_dict(raw, tmp_path)
+    assert cfg.al.warm_start and cfg.al.warm_start_from_iteration == 2
+    seen = []
+    monkeypatch.setattr(training, "train", lambda c, out, resume: seen.append(c))
+    loop = ActiveLearning(cfg, tmp_path / "run", log=_quiet)
+    for k in range(4):
+        d = tmp_path / "run" / f"iter_{k}"
+        d.mkdir(parents=True)
+        (d / "label.json").write_text(json.dumps({"labelled": 1}))
+        loop._train(k, d)
+    assert [c.training.initial_model for c in seen] == [
+        None,
+        None,
+        str((tmp_path / "run" / "iter_1" / "train" / "model.pt").resolve()),
+        str((tmp_path / "run" / "iter_2" / "train" / "model.pt").resolve()),
+    ]
+    assert [c.descriptors.prune for c in seen] == [True, False, True, True]
+    assert [len(c.data.train) for c in seen] == [1, 2, 3, 4]
+
+
 class Killed(Exception):
     pass
 
@@ -277,6 +307,7 @@ def test_finished_loop_resumes_as_a_no_op(unbroken):
         ({"trust": {"lo": "low", "hi": 1}}, "must be a number"),
         ({"warm_start_epochs": 0}, "warm_start_epochs' must be >= 1"),
         ({"warm_start": "yes"}, "warm_start"),
+        ({"warm_start_from_iteration": 0}, "warm_start_from_iteration' must be >= 1"),
     ],
 )
 def test_bad_configs_give_one_line_errors(tmp_path, change, message):

@@ -13,6 +13,7 @@ active_learning:
   stop_when_accurate_fraction_above: 0.99
   workers: 1                               # labelling processes
   warm_start: true                         # train from the previous iteration's committee
+  warm_start_from_iteration: 2             # the first warm-started iteration (earlier: retrain)
   warm_start_epochs: null                  # Adam epochs of warm-started iterations
   exploration:
     temperatures: [300, 800]               # K, one MD run per temperature (x pressure x start)
@@ -89,7 +90,10 @@ class ActiveLearningSettings:
     max_iterations: int = 5
     stop_when_accurate_fraction_above: float | None = None
     workers: int = 1
-    warm_start: bool = True  # iterations after the first start from the previous committee
+    warm_start: bool = True  # iterations from warm_start_from_iteration on start from the
+    # previous committee; earlier ones retrain from scratch (a committee trained on the few
+    # starting structures is a poor start: examples/active_learning/README.md)
+    warm_start_from_iteration: int = 2
     warm_start_epochs: int | None = None  # their Adam epochs (None: training.epochs)
 
 
@@ -139,7 +143,7 @@ def _validate(al: ActiveLearningSettings, base_dir: str) -> None:
         if not q.is_file():
             raise NNMDError(f"active_learning: structure file not found: {q}")
     ex = al.exploration
-    for key in ("frames_per_iteration", "max_iterations", "workers"):
+    for key in ("frames_per_iteration", "max_iterations", "workers", "warm_start_from_iteration"):
         if getattr(al, key) < 1:
             raise NNMDError(f"config key 'active_learning.{key}' must be >= 1")
     for key in ("steps", "dump_every", "ranks"):

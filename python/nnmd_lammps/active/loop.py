@@ -8,14 +8,15 @@ Iteration k (directory ``DIR/iter_k/``) runs five stages:
    iteration k is the user's ``data.train`` files (if any) plus ``labelled.extxyz`` of
    iterations 0..k.
 2. **train**: ``train/`` is a complete ``nnmd train`` run on that data set (committee as
-   configured). With ``warm_start`` (the default), iterations after the first start from
-   the previous iteration's committee (``training.initial_model``): its symmetry
-   functions and network function are kept (descriptor scaling, reference energies,
-   output scale and training range follow the new data, the first and last layers
-   adapted exactly), and ``warm_start_epochs`` (if given) replaces ``training.epochs``;
-   the first iteration then keeps every generated symmetry function (no pruning on the
-   few starting structures, whose set all later iterations inherit). ``warm_start: false``
-   retrains from scratch with the same seed (descriptors and scaling then follow the
+   configured). With ``warm_start`` (the default), iterations from
+   ``warm_start_from_iteration`` (default 2) on start from the previous iteration's
+   committee (``training.initial_model``): its symmetry functions and network function are
+   kept (descriptor scaling, reference energies, output scale and training range follow
+   the new data, the first and last layers adapted exactly), and ``warm_start_epochs`` (if
+   given) replaces ``training.epochs``; the last iteration before them keeps every generated
+   symmetry function (no pruning on one early data set, whose set all later iterations
+   inherit). Earlier iterations, and all of them with ``warm_start: false``, are
+   trained from scratch with the same seed (descriptors and scaling then follow the
    growing data). Either way every model is reproducible from its ``train/config.yaml``.
 3. **explore**: ``explore/run_NNN/`` holds one LAMMPS MD run per temperature x pressure x
    start structure (``in.lammps``, ``log.lammps``, ``md.dump``, ``result.json``), run with
@@ -261,17 +262,23 @@ class ActiveLearning:
 
         cfg = self.cfg.training_config(self._data_files(k))
         al = self.cfg.al
-        if k == 0 and al.warm_start and cfg.descriptors.prune and not cfg.descriptors.functions:
-            # the functions chosen now serve every later iteration, and a few starting
-            # structures cannot tell which of them are redundant (measured on the copper
+        first_warm = al.warm_start_from_iteration
+        if (
+            al.warm_start
+            and k == first_warm - 1
+            and cfg.descriptors.prune
+            and not cfg.descriptors.functions
+        ):
+            # the functions chosen now serve every later iteration, and the data of one
+            # early iteration cannot tell which of them are redundant (measured on the copper
             # example: 10 of 20 pruned on the 10 starting cells, and the warm-started
             # iterations stayed at twice the force error of a retrained model)
             cfg.descriptors.prune = False
             self.log(
-                "iteration 0: descriptors.prune ignored: with warm_start the generated "
-                "functions are kept for all iterations"
+                f"iteration {k}: descriptors.prune ignored: with warm_start the generated "
+                "functions are kept for all later iterations"
             )
-        if k > 0 and al.warm_start:
+        if al.warm_start and k >= first_warm:
             # the previous committee's functions and networks (docs/uncertainty.md)
             previous = iteration_dir(self.out, k - 1) / "train" / "model.pt"
             cfg.training.initial_model = str(previous.resolve())
