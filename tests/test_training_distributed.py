@@ -181,3 +181,47 @@ def test_distributed_run_killed_resumes_to_the_unbroken_weights(tmp_path, cu_dat
     # a new run into an existing run directory is refused on every rank
     r = subprocess.run(torchrun(2, path, out), capture_output=True, text=True, env=ENV)
     assert r.returncode != 0 and "--resume" in r.stderr
+
+
+def test_balanced_share_deals_equal_costs_to_the_ranks():
+    """Every rank computes the same partition of a global batch: disjoint parts covering
+    it, each in the batch's order, loads within one item's cost of each other (the
+    largest-first greedy bound), and a batch of one large and many small structures is
+    not dealt round-robin."""
+    import numpy as np
+
+    from nnmd_lammps.training.distributed import Distributed
+
+    rng = np.random.default_rng(5)
+    cost = rng.uniform(50, 400, 100)
+    batch = rng.permutation(100)[:16]
+    for world in (2, 3):
+        parts = [Distributed(rank=r, world=world).balanced_share(batch, cost) for r in range(world)]
+        assert sorted(np.concatenate(parts).tolist()) == sorted(batch.tolist())
+        for p in parts:
+            assert list(p) == [k for k in batch if k in set(p.tolist())]
+        loads = [cost[p].sum() for p in parts]
+        assert max(loads) - min(loads) <= cost[batch].max()
+    cost = np.array([700.0] + [100.0] * 7)
+    batch = np.arange(8)
+    ranks = [Distributed(rank=r, world=2).balanced_share(batch, cost) for r in range(2)]
+    assert ranks[0].tolist() == [0] and ranks[1].tolist() == list(range(1, 8))
+    assert Distributed().balanced_share(batch, cost) is batch
+
+
+def test_pair_counts_match_ase():
+    import numpy as np
+    from ase.build import bulk, fcc111
+    from ase.neighborlist import neighbor_list
+
+    from nnmd_lammps.descriptors.neighbors import pair_counts
+
+    structures = [
+        bulk("Cu", "fcc", a=3.6).repeat(2),
+        fcc111("Cu", (2, 2, 3), vacuum=6.0),
+        bulk("Cu", "fcc", a=3.6, cubic=True),
+    ]
+    structures[0].rattle(0.05, seed=1)
+    expected = [len(neighbor_list("i", a, 4.5)) for a in structures]
+    assert pair_counts(structures, 4.5, chunk=2).tolist() == expected
+    assert min(expected) > 0

@@ -94,6 +94,18 @@ def neighbor_pairs(structures: Sequence[Atoms], cutoff: float) -> PairList:
     )
 
 
+def pair_counts(structures: Sequence[Atoms], cutoff: float, chunk: int = 200) -> np.ndarray:
+    """Number of neighbour pairs (full list, r_ij < cutoff in Angstrom) of every
+    structure, as int64."""
+    out = np.zeros(len(structures), dtype=np.int64)
+    for k in range(0, len(structures), chunk):
+        part = structures[k : k + chunk]
+        out[k : k + len(part)] = np.bincount(
+            neighbor_pairs(part, cutoff).structure, minlength=len(part)
+        )
+    return out
+
+
 def triplets_of(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All pairs (p, q), p < q, of list entries with the same centre.
 

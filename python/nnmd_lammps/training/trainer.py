@@ -36,6 +36,7 @@ from ..data.dataset import Dataset
 from ..descriptors.calculator import DescriptorCalculator
 from ..descriptors.extrapolation import TrainingRange
 from ..descriptors.generation import min_distances
+from ..descriptors.neighbors import pair_counts
 from ..descriptors.spec import DescriptorSpec, sort_elements
 from ..errors import NNMDError
 from ..model.modelfile import (
@@ -505,6 +506,7 @@ class Trainer:
         if ck is None:
             ck = TrainingState(json.dumps(cfg.to_dict()), meta_json)
         self._dtype, self._infos, self._workers = dtype, infos, workers
+        self._train_cost = self._structure_costs(loss_sets["train"], calc.cutoff)
         if tc.kalman.epochs and dist.world > 1:
             raise NNMDError(
                 "config key 'training.kalman.epochs': the Kalman filter runs on one process "
@@ -542,6 +544,21 @@ class Trainer:
             return merged
 
         return statistics
+
+    def _structure_costs(self, train: Dataset, cutoff: float) -> np.ndarray:
+        """The work of a training step per structure, for dealing each global batch to
+        the ranks (:meth:`Distributed.balanced_share`): its atoms plus its neighbour pairs
+        within the descriptor cutoff (each rank counts its share, gathered); ones for a
+        single process, which needs none."""
+        dist = self.dist
+        if dist.world == 1:
+            return np.ones(len(train))
+        mine = dist.share(np.arange(len(train)))
+        pairs = pair_counts([train.structures[k] for k in mine], cutoff)
+        cost = np.zeros(len(train))
+        for r, part in enumerate(dist.all_gather_objects(pairs)):
+            cost[r :: dist.world] = part  # rank r's share (Distributed.share)
+        return cost + train.n_atoms
 
     def _data_mode(
         self, loss_sets: list[Dataset], spec: DescriptorSpec, elements: list[str], dtype
@@ -716,9 +733,8 @@ class Trainer:
                 perm = torch.randperm(train.n, generator=gen).numpy()
                 steps = [perm[k : k + tc.batch_size] for k in range(0, train.n, tc.batch_size)]
                 total, count = 0.0, 0
-                for sids, b in zip(
-                    steps, train.batches([dist.share(s) for s in steps]), strict=True
-                ):
+                shares = [dist.balanced_share(s, self._train_cost) for s in steps]
+                for sids, b in zip(steps, train.batches(shares), strict=True):
                     opt.zero_grad(set_to_none=True)
                     norm = (
                         None
