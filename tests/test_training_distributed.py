@@ -210,7 +210,6 @@ def test_balanced_share_deals_equal_costs_to_the_ranks():
 
 
 def test_pair_counts_match_ase():
-    import numpy as np
     from ase.build import bulk, fcc111
     from ase.neighborlist import neighbor_list
 
