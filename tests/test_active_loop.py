@@ -198,6 +198,7 @@ def test_default_warm_starts_begin_with_the_third_iteration(tmp_path, monkeypatc
 
     raw = _config(tmp_path)
     del raw["active_learning"]["warm_start_from_iteration"]
+    raw["descriptors"]["select"] = 6
     cfg = al_config_from_dict(raw, tmp_path)
     assert cfg.al.warm_start and cfg.al.warm_start_from_iteration == 2
     seen = []
@@ -215,6 +216,7 @@ def test_default_warm_starts_begin_with_the_third_iteration(tmp_path, monkeypatc
         str((tmp_path / "run" / "iter_2" / "train" / "model.pt").resolve()),
     ]
     assert [c.descriptors.prune for c in seen] == [True, False, True, True]
+    assert [c.descriptors.select for c in seen] == [6, None, 6, 6]
     assert [len(c.data.train) for c in seen] == [1, 2, 3, 4]
 
 

@@ -185,6 +185,7 @@ def test_generated_grids():
     )
     inner = angular_grid(1.0, 5.0, 10, "inner")
     assert sorted({e for e, _, _ in inner}) == pytest.approx([1 / 18, 1 / 2])
+    assert angular_grid(1.0, 5.0, 10, "both") == ang + inner
     with pytest.raises(NNMDError, match="angular_widths"):
         angular_grid(1.0, 5.0, 10, "wide")
     spec = generate(["O", "H"][::-1], GridSettings(5.0, 3, 2, 0.8))
@@ -260,6 +261,65 @@ def test_pruning_by_statistics_equals_pruning_the_descriptors():
         np.testing.assert_allclose(getattr(r2, key), getattr(r1, key), rtol=1e-10, atol=1e-14)
 
 
+def _greedy_span_reference(X: np.ndarray, n: int) -> list[int]:
+    """Columns chosen one at a time, each the one whose addition maximises the
+    Frobenius norm of the least-squares projection of X onto the chosen columns."""
+    chosen: list[int] = []
+    for _ in range(n):
+        best, best_norm = -1, -1.0
+        for s in range(X.shape[1]):
+            if s in chosen:
+                continue
+            A = X[:, [*chosen, s]]
+            coef = np.linalg.lstsq(A, X, rcond=None)[0]
+            norm = float(np.linalg.norm(A @ coef))
+            if norm > best_norm + 1e-9:
+                best, best_norm = s, norm
+        chosen.append(best)
+    return chosen
+
+
+def test_selection_is_the_greedy_span_of_the_standardised_descriptors():
+    """descriptors.select from chunked statistics keeps the columns that a brute-force
+    greedy least-squares selection on the standardised descriptor matrix takes, in their
+    original order; a column that is a combination of taken ones is never taken while an
+    independent one remains."""
+    from nnmd_lammps.training.statistics import (
+        DescriptorStatistics,
+        merge_all,
+        select_by_statistics,
+    )
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(400, 4)) * np.array([1.0, 3.0, 0.5, 2.0]) + 7.0
+    mix = base @ rng.normal(size=(4, 4)) + 0.3 * rng.normal(size=(400, 4))
+    G = np.concatenate([mix[:, :2], base, mix[:, 2:]], 1)  # 8 columns
+    spec = generate(["Cu"], GridSettings(5.0, 8, 0, 1.0))
+    st = merge_all(
+        [[DescriptorStatistics.of(torch.tensor(G[k : k + 64]), True)] for k in range(0, 400, 64)]
+    )
+    X = (G - G.mean(0)) / G.std(0)
+    for n in (1, 3, 5, 7):
+        chosen, kept, notes = select_by_statistics(spec, st, n)
+        assert kept["Cu"] == sorted(_greedy_span_reference(X, n))
+        assert chosen.functions["Cu"] == [spec.functions["Cu"][k] for k in kept["Cu"]]
+        assert len(notes["Cu"]) == 8 - n
+    _, kept, notes = select_by_statistics(spec, st, 8)
+    assert kept["Cu"] == list(range(8)) and notes["Cu"] == []
+    # an exact combination of columns 0 and 1 adds nothing: the independent column wins
+    y = rng.normal(size=400)
+    H = np.stack([G[:, 2], G[:, 3], 2 * G[:, 2] - G[:, 3], y], 1)
+    st3 = [DescriptorStatistics.of(torch.tensor(H), True)]
+    spec4 = generate(["Cu"], GridSettings(5.0, 4, 0, 1.0))
+    for _ in range(2):
+        _, kept, _ = select_by_statistics(spec4, st3, 3)
+        assert 3 in kept["Cu"] and len(kept["Cu"]) == 3
+        H = H[:, [2, 1, 0, 3]]  # the combination first: still never all three
+        st3 = [DescriptorStatistics.of(torch.tensor(H), True)]
+    with pytest.raises(NNMDError, match=r"descriptors\.select"):
+        select_by_statistics(spec, st, 0)
+
+
 def test_pruning_removes_constant_and_duplicate_functions():
     spec = generate(["Cu"], GridSettings(5.0, 3, 0, 1.0))
     rng = np.random.default_rng(0)
@@ -288,8 +348,9 @@ def test_pruning_removes_constant_and_duplicate_functions():
         ({"training": {"data_mode": "disk"}}, "'training.data_mode' must be one of"),
         (
             {"descriptors": {"angular_widths": "wide"}},
-            "'descriptors.angular_widths' must be one of ['centred', 'inner']",
+            "'descriptors.angular_widths' must be one of ['centred', 'inner', 'both']",
         ),
+        ({"descriptors": {"select": 0}}, "'descriptors.select' must be >= 1"),
         ({"training": {"workers": -1}}, "'training.workers' must be >= 0"),
         (
             {"training": {"warm_start_max_spread": 1.0}},

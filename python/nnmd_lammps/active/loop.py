@@ -266,7 +266,7 @@ class ActiveLearning:
         if (
             al.warm_start
             and k == first_warm - 1
-            and cfg.descriptors.prune
+            and (cfg.descriptors.prune or cfg.descriptors.select is not None)
             and not cfg.descriptors.functions
         ):
             # the functions chosen now serve every later iteration, and the data of one
@@ -274,9 +274,10 @@ class ActiveLearning:
             # example: 10 of 20 pruned on the 10 starting cells, and the warm-started
             # iterations stayed at twice the force error of a retrained model)
             cfg.descriptors.prune = False
+            cfg.descriptors.select = None
             self.log(
-                f"iteration {k}: descriptors.prune ignored: with warm_start the generated "
-                "functions are kept for all later iterations"
+                f"iteration {k}: descriptors.prune and select ignored: with warm_start the "
+                "generated functions are kept for all later iterations"
             )
         if al.warm_start and k >= first_warm:
             # the previous committee's functions and networks (docs/uncertainty.md)

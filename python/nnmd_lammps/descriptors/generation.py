@@ -35,7 +35,7 @@ class GridSettings:
 
 
 #: the width grids of :func:`angular_grid`
-ANGULAR_WIDTHS = ("centred", "inner")
+ANGULAR_WIDTHS = ("centred", "inner", "both")
 
 
 def radial_grid(r_min: float, rc: float, n: int) -> list[tuple[float, float]]:
@@ -59,11 +59,14 @@ def angular_grid(
     (rc - r_min)/(m + 1) (k = 0..m-1), all broad; ``inner`` spaces them from r_min,
     r_k = r_min + k (rc - r_min)/m (k = 0..m-1), so that the first width resolves the
     bond angles of the nearest-neighbour shell (docs/training.md: better for Si, worse
-    for Li)."""
+    for Li); ``both``: the n of the centred grid followed by the n of the inner grid
+    (2n; a candidate pool for ``descriptors.select``)."""
     if widths not in ANGULAR_WIDTHS:
         raise NNMDError(f"descriptors: angular_widths must be one of {ANGULAR_WIDTHS}")
     if n <= 0:
         return []
+    if widths == "both":
+        return angular_grid(r_min, rc, n, "centred") + angular_grid(r_min, rc, n, "inner")
     per_eta = 2 * len(ZETAS)
     m = math.ceil(n / per_eta)
     out = []

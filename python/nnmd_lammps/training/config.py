@@ -41,13 +41,18 @@ class DescriptorConfig:
     radial: int = 8
     angular: int = 16
     angular_type: int = 9
-    # widths of the angular Gaussians: centred (all broad) or inner (the first at r_min)
+    # widths of the angular Gaussians: centred (all broad), inner (the first at r_min) or
+    # both (the two grids, 2 x angular functions)
     angular_widths: str = "centred"
     cutoff_type: int = 6
     cutoff_alpha: float = 0.0
     r_min: float | None = None  # Angstrom; None: 0.8 x shortest distance in the data
     prune: bool = True
     max_correlation: float = 0.999
+    # keep this many functions per element, chosen greedily as those whose linear span
+    # explains most of the variance of all of them on the training atoms (from their
+    # correlation matrix; docs/training.md); None: keep all
+    select: int | None = None
     functions: list[dict] | None = None  # explicit functions (SymmetryFunction dicts)
 
 
@@ -253,6 +258,10 @@ def validate(cfg: Config) -> None:
     ):
         if get(path) < 0:
             raise NNMDError(f"config key '{path}' must be >= 0, got {get(path)!r}")
+    if cfg.descriptors.select is not None and cfg.descriptors.select < 1:
+        raise NNMDError(
+            f"config key 'descriptors.select' must be >= 1, got {cfg.descriptors.select!r}"
+        )
     if cfg.training.workers is not None and cfg.training.workers < 0:
         raise NNMDError(f"config key 'training.workers' must be >= 0, got {cfg.training.workers!r}")
     spread = cfg.training.warm_start_max_spread

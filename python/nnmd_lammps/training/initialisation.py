@@ -17,7 +17,12 @@ from ..errors import NNMDError
 from ..model.networks import ScalingParams
 from ..model.potential import make_batch
 from .config import Config
-from .statistics import DescriptorStatistics, prune_by_statistics, scaling_params
+from .statistics import (
+    DescriptorStatistics,
+    prune_by_statistics,
+    scaling_params,
+    select_by_statistics,
+)
 
 
 def fit_reference_energies(data: Dataset, elements: list[str]) -> tuple[dict[str, float], float]:
@@ -88,7 +93,8 @@ def build_descriptors(
     Pruning uses the statistics (with correlations) of the generated functions on the
     training atoms, from ``statistics`` (default: :func:`chunked_statistics` of
     ``train``); nothing holds all descriptors at once. A ``kept_statistics`` list receives
-    the statistics of the kept functions (per element; left empty without pruning)."""
+    the statistics of the kept functions (per element; left empty without pruning or
+    selection)."""
     dc = cfg.descriptors
     if dc.functions is not None:
         spec = DescriptorSpec.from_dict({"elements": elements, "functions": _group(dc.functions)})
@@ -122,14 +128,25 @@ def build_descriptors(
         ),
     )
     log("descriptors: generated " + ", ".join(f"{e}: {spec.num_functions(e)}" for e in elements))
-    if dc.prune:
+    if dc.prune or dc.select is not None:
         stats = (statistics or chunked_statistics(train, elements))(spec, True)
-        spec, kept, removed = prune_by_statistics(spec, stats, dc.max_correlation)
-        for e, notes in removed.items():
-            log(
-                f"descriptors: pruned {len(notes)} of {e}'s functions (constant or |corr| > "
-                f"{dc.max_correlation})"
-            )
+        kept = {e: list(range(spec.num_functions(e))) for e in elements}
+        if dc.prune:
+            spec, kept, removed = prune_by_statistics(spec, stats, dc.max_correlation)
+            for e, notes in removed.items():
+                log(
+                    f"descriptors: pruned {len(notes)} of {e}'s functions (constant or "
+                    f"|corr| > {dc.max_correlation})"
+                )
+        if dc.select is not None:
+            pruned = [st.columns(kept[e]) for st, e in zip(stats, elements, strict=True)]
+            spec, chosen, removed = select_by_statistics(spec, pruned, dc.select)
+            kept = {e: [kept[e][k] for k in chosen[e]] for e in elements}
+            for e, notes in removed.items():
+                log(
+                    f"descriptors: selected {spec.num_functions(e)} of {e}'s functions "
+                    f"(greedy span of their correlations; {len(notes)} dropped)"
+                )
         log("descriptors: kept " + ", ".join(f"{e}: {spec.num_functions(e)}" for e in elements))
         if kept_statistics is not None:
             kept_statistics.extend(

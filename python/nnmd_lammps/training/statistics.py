@@ -155,6 +155,10 @@ def training_range_from_statistics(stats: DescriptorStatistics) -> TrainingRange
     )
 
 
+#: a function whose unexplained fraction of variance is below this counts as spanned
+SELECT_TOLERANCE = 1e-10
+
+
 def prune_by_statistics(
     spec: DescriptorSpec,
     stats: list[DescriptorStatistics],
@@ -199,4 +203,55 @@ def prune_by_statistics(
         funcs[e] = [fs[s] for s in keep]
         kept[e] = keep
         removed[e] = notes
+    return DescriptorSpec(spec.elements, funcs), kept, removed
+
+
+def select_by_statistics(
+    spec: DescriptorSpec, stats: list[DescriptorStatistics], n: int
+) -> tuple[DescriptorSpec, dict[str, list[int]], dict[str, list[str]]]:
+    """Per element, ``n`` functions (all if fewer) that best span all of them on the
+    training atoms: greedy column-subset selection on the standardised descriptor
+    matrix X, from its correlation matrix alone. Each step takes the function whose
+    addition explains the largest part of the total variance of all functions by a
+    linear fit on the functions taken (the projection of X onto their span, in the
+    Frobenius norm; ties: the earlier one), then removes what it explains (a Schur
+    complement). The kept functions stay in their original order. Returns the spec, the
+    kept column indices per element and notes naming each dropped function with the
+    fraction of its variance left unexplained by the kept ones."""
+    if n < 1:
+        raise NNMDError(f"config key 'descriptors.select' must be >= 1, got {n}")
+    funcs, kept, removed = {}, {}, {}
+    for e_idx, e in enumerate(spec.elements):
+        st = stats[e_idx]
+        fs = spec.functions[e]
+        if len(fs) <= n or st.count < 2:
+            funcs[e], kept[e], removed[e] = list(fs), list(range(len(fs))), []
+            continue
+        if st.comoment is None:
+            raise ValueError("selection needs statistics with co-moments (correlations=True)")
+        c = st.comoment.double()
+        scale = torch.sqrt(torch.clamp(torch.diagonal(c), min=1e-300))
+        a = c / scale[:, None] / scale[None, :]  # what is left unexplained (correlations)
+        order: list[int] = []
+        for _ in range(n):
+            diag = torch.diagonal(a)
+            usable = diag > SELECT_TOLERANCE
+            usable[order] = False
+            if not bool(usable.any()):
+                break
+            gain = torch.where(
+                usable, (a * a).sum(0) / torch.clamp(diag, min=SELECT_TOLERANCE), -1.0
+            )
+            s = int(torch.argmax(gain))
+            a = a - torch.outer(a[:, s], a[s, :]) / a[s, s]
+            order.append(s)
+        keep = sorted(order)
+        funcs[e] = [fs[s] for s in keep]
+        kept[e] = keep
+        left = torch.diagonal(a)
+        removed[e] = [
+            f"{fs[s].describe()}: {float(left[s]):.2e} of its variance not spanned"
+            for s in range(len(fs))
+            if s not in order
+        ]
     return DescriptorSpec(spec.elements, funcs), kept, removed
