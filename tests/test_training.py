@@ -320,6 +320,31 @@ def test_selection_is_the_greedy_span_of_the_standardised_descriptors():
         select_by_statistics(spec, st, 0)
 
 
+def test_build_descriptors_selects_from_the_pruned_pool(tmp_path, cu_data):
+    """angular_widths both + select: the run keeps ``select`` of the pruned pool's
+    functions, and the statistics it hands on are those of the kept functions (computed
+    afresh on the kept set)."""
+    from nnmd_lammps.training.initialisation import build_descriptors, chunked_statistics
+
+    raw = tiny_config(cu_data)
+    raw["descriptors"] = {"radial": 6, "angular": 8, "angular_widths": "both", "select": 7}
+    cfg = config_from_dict(raw, tmp_path)
+    data = Dataset.from_structures(read_structures(cu_data))
+    logs: list[str] = []
+    kept_stats: list = []
+    spec = build_descriptors(cfg, ["Cu"], data, logs.append, kept_statistics=kept_stats)
+    raw["descriptors"]["select"] = None
+    pool = build_descriptors(config_from_dict(raw, tmp_path), ["Cu"], data, lambda m: None)
+    assert pool.num_functions("Cu") > 7 and spec.num_functions("Cu") == 7
+    assert all(f in pool.functions["Cu"] for f in spec.functions["Cu"])
+    assert any("selected 7 of Cu's" in m for m in logs)
+    (fresh,) = chunked_statistics(data, ["Cu"])(spec, True)
+    np.testing.assert_allclose(kept_stats[0].mean.numpy(), fresh.mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        kept_stats[0].comoment.numpy(), fresh.comoment.numpy(), rtol=1e-10, atol=1e-14
+    )
+
+
 def test_pruning_removes_constant_and_duplicate_functions():
     spec = generate(["Cu"], GridSettings(5.0, 3, 0, 1.0))
     rng = np.random.default_rng(0)

@@ -143,9 +143,13 @@ def build_descriptors(
             spec, chosen, removed = select_by_statistics(spec, pruned, dc.select)
             kept = {e: [kept[e][k] for k in chosen[e]] for e in elements}
             for e, notes in removed.items():
+                n = spec.num_functions(e)
                 log(
-                    f"descriptors: selected {spec.num_functions(e)} of {e}'s functions "
-                    f"(greedy span of their correlations; {len(notes)} dropped)"
+                    f"descriptors: selected {n} of {e}'s {n + len(notes)} functions (greedy "
+                    "span of their correlations)"
+                    if notes
+                    else f"descriptors: {e} has {n} functions, no more than select: "
+                    f"{dc.select}; all kept"
                 )
         log("descriptors: kept " + ", ".join(f"{e}: {spec.num_functions(e)}" for e in elements))
         if kept_statistics is not None:
