@@ -412,8 +412,7 @@ def test_config_error_through_cli(tmp_path, cu_data):
     assert r.stderr.strip().splitlines() == [
         "nnmd: error: unknown config key 'descriptors.radail' (did you mean 'radial'?); valid "
         "keys here: radial, angular, angular_type, angular_widths, cutoff_type, cutoff_alpha, "
-        "r_min, prune, "
-        "max_correlation, functions"
+        "r_min, prune, max_correlation, select, functions"
     ]
     (tmp_path / "broken.yaml").write_text("cutoff: [1, 2\n")
     r = subprocess.run(
