@@ -383,6 +383,8 @@ def test_pruning_removes_constant_and_duplicate_functions():
         ),
         ({"training": {"workers": 1.5}}, "'training.workers' must be an integer"),
         ({"training": {"memory_budget_gb": -1}}, "'training.memory_budget_gb' must be >= 0"),
+        ({"training": {"huber_force": 0.0}}, "'training.huber_force' must be positive (or null)"),
+        ({"training": {"huber_energy": -1e-3}}, "'training.huber_energy' must be positive"),
     ],
 )
 def test_config_errors(tmp_path, cu_data, change, needle):
@@ -440,6 +442,25 @@ def _train(cfg: dict, tmp_path: Path, name: str) -> tuple[Path, dict]:
     out = tmp_path / name
     metrics = train(config_from_dict(cfg, tmp_path), out)
     return out, metrics
+
+
+def test_huber_widths_reach_the_trained_loss(tmp_path, cu_data):
+    """training.huber_* reach the loss the trainer minimises and reports: with widths far
+    below the residuals of the first epochs the validation loss is the pseudo-Huber
+    one (about 2 delta |r|, far below r^2), the log says so, and the run still learns."""
+    runs = {}
+    for name, extra in (("mse", {}), ("huber", {"huber_energy": 1e-4, "huber_force": 1e-3})):
+        out, _ = _train(tiny_config(cu_data, epochs=4, **extra), tmp_path, name)
+        hist = torch.load(out / "checkpoint.pt", weights_only=True)["history"]
+        runs[name] = (hist["val_loss"], (out / "train.log").read_text())
+    (mse, mse_log), (hub, hub_log) = runs["mse"], runs["huber"]
+    assert "pseudo-Huber" not in mse_log
+    assert (
+        "loss: pseudo-Huber where a width is set (energy 0.0001 eV/atom, forces 0.001 "
+        "eV/Angstrom), squared error elsewhere" in hub_log
+    )
+    assert hub[0] < 0.2 * mse[0]
+    assert hub[-1] < hub[0]
 
 
 def test_training_lowers_the_loss_and_exports(tmp_path, cu_data):
@@ -724,6 +745,80 @@ def test_loss_of_parts_with_the_whole_norm_adds_up(cu_data):
     assert total == pytest.approx(float(whole.detach()), rel=1e-12)
     for p, g in zip(model.parameters(), g_whole, strict=True):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-14)
+
+
+def test_pseudo_huber_penalty_limits():
+    """The pseudo-Huber penalty against its closed form at a few residuals, its two
+    limits (r^2 inside the core, 2 delta |r| - 2 delta^2 far outside) and None = r^2."""
+    from decimal import Decimal, localcontext
+
+    from nnmd_lammps.training.loss import penalty
+
+    r = torch.tensor([-3.0, -0.5, 0.0, 1e-4, 1e-9, 0.2, 7.0], dtype=torch.float64)
+    delta = 0.5
+    with localcontext() as ctx:  # the closed form in 60 digits: no cancellation
+        ctx.prec = 60
+        d = Decimal(delta)
+        expected = [float(2 * d * d * ((1 + (Decimal(x) / d) ** 2).sqrt() - 1)) for x in r.tolist()]
+    assert penalty(r, delta).tolist() == pytest.approx(expected, rel=1e-14, abs=1e-300)
+    torch.testing.assert_close(penalty(r, None), r * r, rtol=0, atol=0)
+    small = torch.tensor([1e-5, -2e-5], dtype=torch.float64)
+    torch.testing.assert_close(penalty(small, 1.0), small**2, rtol=1e-9, atol=0)
+    # the loss goes to zero with the residual, smoothly: gradient 2 r near zero
+    x = torch.tensor([1e-8, -1e-3], dtype=torch.float64, requires_grad=True)
+    penalty(x, 0.5).sum().backward()
+    torch.testing.assert_close(x.grad, 2 * x.detach(), rtol=1e-5, atol=0)
+    big = torch.tensor([1e6, -3e6], dtype=torch.float64)
+    torch.testing.assert_close(
+        penalty(big, 0.1), 2 * 0.1 * big.abs() - 2 * 0.1**2, rtol=1e-10, atol=1e-6
+    )
+
+
+def test_huber_loss_of_a_batch(cu_data):
+    """The loss with pseudo-Huber widths equals the weighted mean of the penalties
+    computed here in numpy from the batch's predictions (per-atom energies, force
+    components, stress components; structure weights; forces and stress on some
+    structures only), and each width only changes its own term."""
+    from nnmd_lammps.data import Dataset
+    from nnmd_lammps.descriptors import DescriptorCalculator
+    from nnmd_lammps.training.loss import LossWeights, loss_terms, predict_batch
+    from nnmd_lammps.training.tensors import TrainingData
+
+    ds = Dataset.from_structures(read_structures(cu_data))
+    ds.forces[3] = None
+    ds.stress[1] = None
+    ds.weight[2] = 3.0
+    spec = generate(["Cu"], GridSettings(4.0, 3, 2, 1.8))
+    torch.manual_seed(0)
+    model = random_model(spec)
+    b = TrainingData(ds, DescriptorCalculator(spec), ["Cu"], torch.float64, "cpu").batch()
+    with torch.no_grad():
+        members = predict_batch(model, b, forces=True, stress=True)  # a committee of two
+    w = b.weight.numpy()
+    wa = (b.weight[b.atom_struct] * b.force_mask).numpy()
+    wst = (b.weight * b.stress_mask).numpy()
+
+    def rho(x, delta):
+        return x * x if delta is None else 2 * delta**2 * (np.sqrt(1 + (x / delta) ** 2) - 1)
+
+    def expected(de_, df_, ds_):
+        total = 0.0
+        for E, F, S in members:  # the mean of the members' losses
+            de = ((E - b.energy) / b.natoms).numpy()
+            df = (F - b.forces).numpy()
+            dst = (S - b.stress).numpy().reshape(-1, 9)
+            e = (w * rho(de, de_)).sum() / w.sum()
+            f = (wa[:, None] * rho(df, df_)).sum() / (3 * wa.sum())
+            s = (wst[:, None] * rho(dst, ds_)).sum() / (9 * wst.sum())
+            total += 2.0 * e + 1.0 * f + 0.5 * s
+        return total / len(members)
+
+    for deltas in ((None, None, None), (1e-3, 0.05, 1e-4), (None, 0.02, None)):
+        with torch.no_grad():
+            got = float(loss_terms(model, b, LossWeights(2.0, 1.0, 0.5, *deltas)))
+        assert got == pytest.approx(expected(*deltas), rel=1e-12)
+    plain = expected(None, None, None)
+    assert expected(None, 0.02, None) != pytest.approx(plain, rel=1e-3)
 
 
 def test_batch_predictions_equal_the_potential(cu_data):

@@ -103,6 +103,12 @@ class TrainingConfig:
     energy_weight: float = 1.0
     force_weight: float = 1.0
     stress_weight: float = 0.0
+    # pseudo-Huber loss (docs/training.md, "Loss"): the width of each term's quadratic
+    # core, energy in eV/atom, forces in eV/Angstrom, stress in eV/Angstrom^3; null: the
+    # squared error
+    huber_energy: float | None = None
+    huber_force: float | None = None
+    huber_stress: float | None = None
     weight_decay: float = 0.0
     seed: int = 0
     dtype: str = "float64"
@@ -262,6 +268,12 @@ def validate(cfg: Config) -> None:
         raise NNMDError(
             f"config key 'descriptors.select' must be >= 1, got {cfg.descriptors.select!r}"
         )
+    for key in ("huber_energy", "huber_force", "huber_stress"):
+        delta = getattr(cfg.training, key)
+        if delta is not None and not delta > 0:
+            raise NNMDError(
+                f"config key 'training.{key}' must be positive (or null), got {delta!r}"
+            )
     if cfg.training.workers is not None and cfg.training.workers < 0:
         raise NNMDError(f"config key 'training.workers' must be >= 0, got {cfg.training.workers!r}")
     spread = cfg.training.warm_start_max_spread

@@ -57,11 +57,28 @@ def loss_norm(
 
 @dataclass
 class LossWeights:
-    """Weights of the energy, force and stress terms of the loss."""
+    """Weights of the energy, force and stress terms of the loss and, for the
+    pseudo-Huber loss, the width of each term's quadratic core: ``energy_delta`` in
+    eV/atom, ``force_delta`` in eV/Angstrom, ``stress_delta`` in eV/Angstrom^3; None
+    (default) for the squared error."""
 
     energy: float
     force: float
     stress: float
+    energy_delta: float | None = None
+    force_delta: float | None = None
+    stress_delta: float | None = None
+
+
+def penalty(r: torch.Tensor, delta: float | None) -> torch.Tensor:
+    """The loss of residuals ``r`` (docs/training.md, "Loss"): r^2 for ``delta`` None,
+    else the pseudo-Huber 2 delta^2 (sqrt(1 + (r/delta)^2) - 1), r^2 for |r| << delta and
+    2 delta |r| for |r| >> delta: smooth (L-BFGS needs it), with the mean absolute error's
+    weight on the tails."""
+    if delta is None:
+        return r * r
+    # the same as 2 delta^2 (sqrt(1 + x^2) - 1), x = r/delta, without its cancellation
+    return 2.0 * r * r / (torch.sqrt(1.0 + (r / delta) ** 2) + 1.0)
 
 
 def predict_batch(
@@ -189,17 +206,17 @@ def _weighted_loss(
 ) -> torch.Tensor:
     de = (E - b.energy) / b.natoms
     den = ws.sum() if norm is None else norm.energy[member]
-    loss_e = (ws * de * de).sum() / den.clamp(min=1e-300)
+    loss_e = (ws * penalty(de, w.energy_delta)).sum() / den.clamp(min=1e-300)
     total = w.energy * loss_e
     if want_f:
         wa = ws[b.atom_struct] * b.force_mask
-        df = (F - b.forces) ** 2
+        df = penalty(F - b.forces, w.force_delta)
         den = 3.0 * wa.sum() if norm is None else norm.force[member]
         loss_f = (wa[:, None] * df).sum() / den.clamp(min=1e-300)
         total = total + w.force * loss_f
     if want_s:
         wsm = ws * b.stress_mask
-        ds = ((S - b.stress) ** 2).sum((1, 2))
+        ds = penalty(S - b.stress, w.stress_delta).sum((1, 2))
         den = 9.0 * wsm.sum() if norm is None else norm.stress[member]
         loss_s = (wsm * ds).sum() / den.clamp(min=1e-300)
         total = total + w.stress * loss_s

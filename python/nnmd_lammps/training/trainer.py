@@ -497,11 +497,33 @@ class Trainer:
                     + ", ".join(f"{e} {n}" for e, n in zip(elements, reset, strict=True))
                 )
         meta_json = json.dumps(metadata_dict(spec, description, dtype=tc.dtype), allow_nan=False)
-        weights = LossWeights(tc.energy_weight, tc.force_weight, tc.stress_weight)
+        weights = LossWeights(
+            tc.energy_weight,
+            tc.force_weight,
+            tc.stress_weight,
+            tc.huber_energy,
+            tc.huber_force,
+            tc.huber_stress,
+        )
         n_params = sum(p.numel() for p in model.parameters())
         widths = "-".join(map(str, cfg.network.hidden))
         shapes = " ".join(f"{e}:{spec.num_functions(e)}-{widths}-1" for e in elements)
         self.log(f"networks: {shapes}, {n_params} parameters")
+        huber = [
+            f"{name} {delta:g} {unit}"
+            for name, delta, unit in (
+                ("energy", tc.huber_energy, "eV/atom"),
+                ("forces", tc.huber_force, "eV/Angstrom"),
+                ("stress", tc.huber_stress, "eV/Angstrom^3"),
+            )
+            if delta is not None
+        ]
+        if huber:
+            self.log(
+                "loss: pseudo-Huber where a width is set (" + ", ".join(huber) + "), squared "
+                "error elsewhere"
+                + ("; the Kalman filter fits squared errors" if tc.kalman.epochs else "")
+            )
 
         if ck is None:
             ck = TrainingState(json.dumps(cfg.to_dict()), meta_json)
