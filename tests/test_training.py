@@ -193,6 +193,34 @@ def test_generated_grids():
     assert spec.num_functions("H") == 12 and spec.num_functions("O") == 12
 
 
+def test_shifted_angular_grid():
+    """The shifted grid: m = ceil(n/8) shells at r_min + k d, d = (rc - r_min)/m, width
+    eta = 1/(2 d^2), each with zeta (1, 2, 4, 8) x lambda (-1, +1), the first n; ``all``
+    is the centred and inner grids (rs = 0) followed by the shifted one, and generate()
+    passes each function's rs on."""
+    from nnmd_lammps.descriptors.generation import angular_parameters, shifted_angular_grid
+
+    sh = shifted_angular_grid(1.0, 5.0, 10)  # m = 2 shells: rs 1 and 3, d = 2
+    assert len(sh) == 10
+    assert [rs for _, rs, _, _ in sh] == pytest.approx([1.0] * 8 + [3.0] * 2)
+    assert [eta for eta, _, _, _ in sh] == pytest.approx([0.125] * 10)
+    assert [(z, lam) for _, _, z, lam in sh[:8]] == [
+        (z, lam) for z in (1.0, 2.0, 4.0, 8.0) for lam in (-1.0, 1.0)
+    ]
+    assert shifted_angular_grid(1.0, 5.0, 0) == []
+    both = angular_grid(1.0, 5.0, 10, "both")
+    assert angular_parameters(1.0, 5.0, 10, "all") == [(e, 0.0, z, lam) for e, z, lam in both] + sh
+    assert angular_parameters(1.0, 5.0, 10, "shifted") == sh
+    with pytest.raises(NNMDError, match="shifted_angular_grid"):
+        angular_grid(1.0, 5.0, 10, "shifted")
+    spec = generate(["Si"], GridSettings(5.0, 3, 10, 1.0, angular_widths="all"))
+    angular = [f for f in spec.functions["Si"] if f.type == 9]
+    assert len(angular) == 30
+    got = [x for f in angular for x in (f.eta, f.rs, f.zeta, f.lambda_)]
+    want = [x for p in angular_parameters(1.0, 5.0, 10, "all") for x in p]
+    assert got == pytest.approx(want, rel=1e-15)
+
+
 def _stats_data(seed: int = 0, n: int = 300) -> torch.Tensor:
     """Columns: random, constant, affine copy of 0, correlated (|r| ~ 0.9995) with 0,
     anti-correlated copy of 0, independent, offset-dominated."""
@@ -373,7 +401,8 @@ def test_pruning_removes_constant_and_duplicate_functions():
         ({"training": {"data_mode": "disk"}}, "'training.data_mode' must be one of"),
         (
             {"descriptors": {"angular_widths": "wide"}},
-            "'descriptors.angular_widths' must be one of ['centred', 'inner', 'both']",
+            "'descriptors.angular_widths' must be one of ['centred', 'inner', 'both', 'shifted', "
+            "'all']",
         ),
         ({"descriptors": {"select": 0}}, "'descriptors.select' must be >= 1"),
         ({"training": {"workers": -1}}, "'training.workers' must be >= 0"),

@@ -35,7 +35,7 @@ class GridSettings:
 
 
 #: the width grids of :func:`angular_grid`
-ANGULAR_WIDTHS = ("centred", "inner", "both")
+ANGULAR_WIDTHS = ("centred", "inner", "both", "shifted", "all")
 
 
 def radial_grid(r_min: float, rc: float, n: int) -> list[tuple[float, float]]:
@@ -67,6 +67,8 @@ def angular_grid(
         return []
     if widths == "both":
         return angular_grid(r_min, rc, n, "centred") + angular_grid(r_min, rc, n, "inner")
+    if widths in ("shifted", "all"):
+        raise NNMDError("descriptors: the shifted grid has shifts: use shifted_angular_grid")
     per_eta = 2 * len(ZETAS)
     m = math.ceil(n / per_eta)
     out = []
@@ -80,6 +82,39 @@ def angular_grid(
             for lam in (-1.0, 1.0):
                 out.append((eta, zeta, lam))
     return out[:n]
+
+
+def shifted_angular_grid(
+    r_min: float, rc: float, n: int
+) -> list[tuple[float, float, float, float]]:
+    """n (eta, rs, zeta, lambda): Gaussians exp(-eta [(r_ij - rs)^2 + (r_ik - rs)^2])
+    on the shells of the radial grid, rs_k = r_min + k d (k = 0..m-1, d = (rc - r_min)/m,
+    m = ceil(n / 8)), width d (eta = 1 / (2 d^2)): the bond angles of each shell apart;
+    for each shell zeta in (1, 2, 4, 8) and lambda in (-1, +1); the first n."""
+    if n <= 0:
+        return []
+    m = math.ceil(n / (2 * len(ZETAS)))
+    out = []
+    for eta, rs in radial_grid(r_min, rc, m):
+        for zeta in ZETAS:
+            for lam in (-1.0, 1.0):
+                out.append((eta, rs, zeta, lam))
+    return out[:n]
+
+
+def angular_parameters(
+    r_min: float, rc: float, n: int, widths: str
+) -> list[tuple[float, float, float, float]]:
+    """The (eta, rs, zeta, lambda) of the angular functions of ``widths`` (one of
+    ANGULAR_WIDTHS): the centred or inner grid (rs = 0), both, the shifted grid, or
+    all three (3n)."""
+    if widths == "shifted":
+        return shifted_angular_grid(r_min, rc, n)
+    centred = "both" if widths == "all" else widths
+    out = [(eta, 0.0, zeta, lam) for eta, zeta, lam in angular_grid(r_min, rc, n, centred)]
+    if widths == "all":
+        out += shifted_angular_grid(r_min, rc, n)
+    return out
 
 
 def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
@@ -108,7 +143,7 @@ def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
                 )
         for i, a in enumerate(elements):
             for b in elements[i:]:
-                for eta, zeta, lam in angular_grid(
+                for eta, rs, zeta, lam in angular_parameters(
                     g.r_min, g.cutoff, g.n_angular, g.angular_widths
                 ):
                     fs.append(
@@ -118,7 +153,7 @@ def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
                             (a, b),
                             eta,
                             g.cutoff,
-                            0.0,
+                            rs,
                             lam,
                             zeta,
                             g.cutoff_type,

@@ -41,8 +41,9 @@ class DescriptorConfig:
     radial: int = 8
     angular: int = 16
     angular_type: int = 9
-    # widths of the angular Gaussians: centred (all broad), inner (the first at r_min) or
-    # both (the two grids, 2 x angular functions)
+    # the angular Gaussians: centred (rs = 0, all broad), inner (rs = 0, the first width
+    # at r_min), both (the two, 2 x angular functions), shifted (centred on the shells of
+    # the radial grid) or all (centred, inner and shifted: 3 x angular functions)
     angular_widths: str = "centred"
     cutoff_type: int = 6
     cutoff_alpha: float = 0.0
