@@ -20,6 +20,8 @@ from .spec import ANGULAR_TYPES, DescriptorSpec, SymmetryFunction
 
 #: zeta values used for angular functions, in order of preference
 ZETAS = (1.0, 2.0, 4.0, 8.0)
+#: the (zeta, lambda) of every Gaussian of an angular grid, in this order
+ZETA_LAMBDAS = tuple((zeta, lam) for zeta in ZETAS for lam in (-1.0, 1.0))
 
 
 @dataclass
@@ -34,7 +36,7 @@ class GridSettings:
     angular_widths: str = "centred"  # one of ANGULAR_WIDTHS (angular_grid)
 
 
-#: the width grids of :func:`angular_grid`
+#: the angular grids of :func:`angular_parameters`
 ANGULAR_WIDTHS = ("centred", "inner", "both", "shifted", "all")
 
 
@@ -69,8 +71,7 @@ def angular_grid(
         return angular_grid(r_min, rc, n, "centred") + angular_grid(r_min, rc, n, "inner")
     if widths in ("shifted", "all"):
         raise NNMDError("descriptors: the shifted grid has shifts: use shifted_angular_grid")
-    per_eta = 2 * len(ZETAS)
-    m = math.ceil(n / per_eta)
+    m = math.ceil(n / len(ZETA_LAMBDAS))
     out = []
     for k in range(m):
         if widths == "inner":
@@ -78,9 +79,7 @@ def angular_grid(
         else:
             r = r_min + (k + 1) * (rc - r_min) / (m + 1)
         eta = 1.0 / (2.0 * r * r)
-        for zeta in ZETAS:
-            for lam in (-1.0, 1.0):
-                out.append((eta, zeta, lam))
+        out += [(eta, zeta, lam) for zeta, lam in ZETA_LAMBDAS]
     return out[:n]
 
 
@@ -93,12 +92,10 @@ def shifted_angular_grid(
     for each shell zeta in (1, 2, 4, 8) and lambda in (-1, +1); the first n."""
     if n <= 0:
         return []
-    m = math.ceil(n / (2 * len(ZETAS)))
-    out = []
-    for eta, rs in radial_grid(r_min, rc, m):
-        for zeta in ZETAS:
-            for lam in (-1.0, 1.0):
-                out.append((eta, rs, zeta, lam))
+    m = math.ceil(n / len(ZETA_LAMBDAS))
+    out = [
+        (eta, rs, zeta, lam) for eta, rs in radial_grid(r_min, rc, m) for zeta, lam in ZETA_LAMBDAS
+    ]
     return out[:n]
 
 
