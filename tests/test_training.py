@@ -20,7 +20,13 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from nnmd_lammps.data import Dataset, random_split, read_structures, write_input_data
+from nnmd_lammps.data import (
+    Dataset,
+    random_split,
+    read_structures,
+    stratified_split,
+    write_input_data,
+)
 from nnmd_lammps.descriptors import GridSettings, angular_grid, generate, prune, radial_grid
 from nnmd_lammps.errors import NNMDError
 from nnmd_lammps.model import Potential
@@ -155,6 +161,59 @@ def test_random_split_is_disjoint_and_seeded():
     assert sorted(np.concatenate(a).tolist()) == list(range(50))
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], random_split(50, [0.2, 0.1, 0.7], seed=5)[0])
+
+
+def test_stratified_split_keeps_groups_in_proportion():
+    """Each group gives each set round(f n_g) structures (here 12 -> 1, 57 -> 6, 90 -> 9
+    of a 10 % validation set, by hand), whatever the seed; disjoint, complete, seeded."""
+    labels = ["surface"] * 12 + ["elastic"] * 57 + ["aimd"] * 90
+    rng = np.random.default_rng(0)
+    labels = [labels[i] for i in rng.permutation(len(labels))]
+    expected = {"surface": 1, "elastic": 6, "aimd": 9}
+    first = {}
+    for seed in (1, 2, 3):
+        val, train = stratified_split(labels, [0.1, 0.9], seed)
+        counts = {g: sum(labels[i] == g for i in val) for g in expected}
+        assert counts == expected
+        assert sorted(np.concatenate([val, train]).tolist()) == list(range(len(labels)))
+        assert np.array_equal(val, stratified_split(labels, [0.1, 0.9], seed)[0])
+        first[seed] = val
+    assert not np.array_equal(first[1], first[2])
+    # three sets: the last takes the rest of each group
+    a, b, c = stratified_split(labels, [0.2, 0.1, 0.7], 5)
+    assert [len(a), len(b), len(c)] == [2 + 11 + 18, 1 + 6 + 9, 9 + 40 + 63]
+    with pytest.raises(NNMDError, match="fractions"):
+        stratified_split(labels, [0.6, 0.6], 1)
+
+
+def test_stratify_config(tmp_path, cu_data):
+    """data.stratify splits the training file by an info key; a missing key or a bad
+    value is an error naming data.stratify."""
+    import ase.io
+
+    from nnmd_lammps.training.datasets import load_datasets
+
+    structures = ase.io.read(cu_data, ":")
+    for k, a in enumerate(structures):
+        a.info["config_type"] = "rare" if k < 5 else "bulk"
+    ase.io.write(tmp_path / "typed.extxyz", structures)
+    cfg = tiny_config(tmp_path / "typed.extxyz")
+    cfg["data"]["stratify"] = "config_type"
+    for seed in range(1, 7):  # a random split of 24 gives 1 "rare" in 5 with p = 0.46
+        cfg["training"]["seed"] = seed
+        sets = load_datasets(config_from_dict(cfg, tmp_path), lambda msg: None)
+        types = [a.info["config_type"] for a in sets["validation"].structures]
+        assert sorted(types) == ["bulk"] * 4 + ["rare"]  # round(0.2 * 19), round(0.2 * 5)
+        assert len(sets["train"]) == 24 - 5
+    cfg["data"]["train"] = str(cu_data)  # no config_type there
+    with pytest.raises(NNMDError, match=r"'data\.stratify': 24 training structures"):
+        load_datasets(config_from_dict(cfg, tmp_path), lambda msg: None)
+    cfg["data"]["stratify"] = 3
+    with pytest.raises(NNMDError, match=r"'data\.stratify' must be a string"):
+        config_from_dict(cfg, tmp_path)
+    cfg["data"]["stratify"] = " "
+    with pytest.raises(NNMDError, match=r"'data\.stratify' must name an atoms\.info key"):
+        config_from_dict(cfg, tmp_path)
 
 
 def test_reference_energies_least_squares():

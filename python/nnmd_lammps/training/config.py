@@ -34,6 +34,8 @@ class DataConfig:
     stress: str = "auto"  # auto | none | calculator | mlearn
     validation_fraction: float = 0.1
     test_fraction: float = 0.0
+    # an atoms.info key (mlearn's group, extxyz's config_type): split each group apart
+    stratify: str | None = None
 
 
 @dataclass
@@ -294,6 +296,12 @@ def validate(cfg: Config) -> None:
     if not 0 <= cfg.data.validation_fraction < 1 or not 0 <= cfg.data.test_fraction < 1:
         raise NNMDError(
             "config keys 'data.validation_fraction' and 'data.test_fraction' must lie in [0, 1)"
+        )
+    stratify = cfg.data.stratify
+    if stratify is not None and (not isinstance(stratify, str) or not stratify.strip()):
+        raise NNMDError(
+            f"config key 'data.stratify' must name an atoms.info key (e.g. group) or be null, "
+            f"got {stratify!r}"
         )
     kalman = cfg.training.kalman
     if kalman.epochs < 0:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..data.dataset import Dataset, concatenate, random_split
+from ..data.dataset import Dataset, concatenate, random_split, stratified_split
 from ..data.io import read_structures
 from ..descriptors.spec import atomic_number
 from ..errors import NNMDError
@@ -18,7 +18,8 @@ from .config import Config, resolve
 
 
 def load_datasets(cfg: Config, log: Callable[[str], None]) -> dict[str, Dataset]:
-    """Train / validation / test sets as configured (random splits with the seed)."""
+    """Train / validation / test sets as configured (random splits with the seed, within
+    each group of ``data.stratify`` if set)."""
     d = cfg.data
 
     def read(paths: list[str]) -> Dataset:
@@ -36,7 +37,19 @@ def load_datasets(cfg: Config, log: Callable[[str], None]) -> dict[str, Dataset]
         fractions.append(d.validation_fraction)
     if not d.test:
         fractions.append(d.test_fraction)
-    parts = random_split(len(pool), [*fractions, 1.0 - sum(fractions)], cfg.training.seed)
+    fractions.append(1.0 - sum(fractions))
+    if d.stratify is None:
+        parts = random_split(len(pool), fractions, cfg.training.seed)
+    else:
+        missing = [k for k, a in enumerate(pool.structures) if d.stratify not in a.info]
+        if missing:
+            raise NNMDError(
+                f"config key 'data.stratify': {len(missing)} training structures (the first: "
+                f"number {missing[0]}) have no info[{d.stratify!r}] to split by"
+            )
+        labels = [str(a.info[d.stratify]) for a in pool.structures]
+        parts = stratified_split(labels, fractions, cfg.training.seed)
+        log(f"split stratified by info[{d.stratify!r}]: {len(set(labels))} groups")
     k = 0
     if d.validation:
         out["validation"] = read(d.validation)
