@@ -150,11 +150,11 @@ def stratified_split(
     set holds the labels in proportion (a group of 12 gives a 10 % validation set one
     structure, whatever the seed). Deterministic for a seed; labels in sorted order."""
     _check_fractions(fractions)
-    labels = [str(x) for x in labels]
+    names = np.array([str(x) for x in labels])
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[] for _ in fractions]
-    for label in sorted(set(labels)):
-        members = np.array([i for i, x in enumerate(labels) if x == label])
+    for label in sorted(set(names)):
+        members = np.flatnonzero(names == label)
         perm = members[rng.permutation(len(members))]
         start = 0
         for k, f in enumerate(fractions):

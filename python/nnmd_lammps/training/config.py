@@ -298,7 +298,7 @@ def validate(cfg: Config) -> None:
             "config keys 'data.validation_fraction' and 'data.test_fraction' must lie in [0, 1)"
         )
     stratify = cfg.data.stratify
-    if stratify is not None and (not isinstance(stratify, str) or not stratify.strip()):
+    if stratify is not None and not stratify.strip():  # the type is checked on reading
         raise NNMDError(
             f"config key 'data.stratify' must name an atoms.info key (e.g. group) or be null, "
             f"got {stratify!r}"
