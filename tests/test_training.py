@@ -1140,3 +1140,72 @@ def test_committee_refinement_member_by_member_resumes(tmp_path, cu_data, monkey
             assert torch.equal(got[key][k], v), (key, k)
     assert got["history"]["refine_val_loss"] == ref["history"]["refine_val_loss"]
     assert got["phase"] == "done" and got["best_val"] == ref["best_val"]
+
+
+# -- L2 penalty of the L-BFGS refinement ---------------------------------------------------
+
+
+def test_weight_penalty_with_lbfgs_reaches_the_ridge_solution():
+    """A linear model y = X w + b fitted by L-BFGS to the mean squared error plus
+    weight_penalty (0.5 lambda |w|^2, the bias not penalised) reaches the closed-form
+    ridge solution (2/n A^T A + lambda D) theta = 2/n A^T y, A = [X 1], D = diag(1.., 0)."""
+    from nnmd_lammps.training.loss import weight_penalty
+
+    rng = np.random.default_rng(0)
+    n, d, lam = 40, 5, 0.7
+    X = rng.normal(size=(n, d))
+    y = X @ rng.normal(size=d) + 0.3 + 0.1 * rng.normal(size=n)
+    A = np.hstack([X, np.ones((n, 1))])
+    D = np.diag([1.0] * d + [0.0])
+    expected = np.linalg.solve(2.0 / n * A.T @ A + lam * D, 2.0 / n * A.T @ y)
+
+    lin = torch.nn.Linear(d, 1, dtype=torch.float64)
+    params = list(lin.parameters())
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    opt = torch.optim.LBFGS(
+        params,
+        max_iter=200,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-14,
+        tolerance_change=1e-16,
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = ((lin(Xt)[:, 0] - yt) ** 2).mean()
+        loss.backward()
+        return loss.detach() + weight_penalty(params, lam)
+
+    opt.step(closure)
+    got = np.concatenate([lin.weight.detach().numpy()[0], lin.bias.detach().numpy()])
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    # the returned penalty is 0.5 lambda |w|^2 of the weights alone
+    w = lin.weight.detach()
+    np.testing.assert_allclose(
+        float(weight_penalty(params, lam)), 0.5 * lam * float((w * w).sum()), rtol=1e-14
+    )
+
+
+def test_refine_weight_decay_shrinks_the_weights(tmp_path, cu_data):
+    """training.refine.weight_decay reaches the L-BFGS loss: a strong penalty leaves
+    weight matrices far smaller than the same run without it, and its logged training
+    loss is the data loss plus the penalty (above the unpenalised run's); a negative
+    value is an error naming the key."""
+
+    def weights_sq(out: Path) -> float:
+        m = torch.jit.load(str(out / "model.pt"))
+        return sum(float((p * p).sum().detach()) for p in m.parameters() if p.ndim >= 2)
+
+    sq, last = {}, {}
+    for name, wd in (("plain", 0.0), ("decay", 0.05)):
+        cfg = tiny_config(cu_data, epochs=3, refine={"iterations": 30, "weight_decay": wd})
+        out, _ = _train(cfg, tmp_path, name)
+        sq[name] = weights_sq(out)
+        last[name] = torch.load(out / "checkpoint.pt", weights_only=True)["history"][
+            "refine_train_loss"
+        ][-1]
+    assert sq["decay"] < 0.5 * sq["plain"]
+    assert last["decay"] > last["plain"]
+    cfg = tiny_config(cu_data, refine={"iterations": 10, "weight_decay": -1.0})
+    with pytest.raises(NNMDError, match=r"training\.refine\.weight_decay"):
+        config_from_dict(cfg, tmp_path)

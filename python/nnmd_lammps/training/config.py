@@ -78,6 +78,9 @@ class RefineConfig:
     optimizer: str = "lbfgs"
     iterations: int = 0
     history: int = 50
+    #: L2 penalty 0.5 x weight_decay x (sum of squared weight-matrix entries) added to
+    #: the L-BFGS loss (biases are not penalised; the validation loss is the data loss)
+    weight_decay: float = 0.0
 
 
 @dataclass
@@ -258,6 +261,7 @@ def validate(cfg: Config) -> None:
         "descriptors.radial",
         "descriptors.angular",
         "training.refine.iterations",
+        "training.refine.weight_decay",
         "training.threads",
         "training.early_stopping_patience",
         "training.energy_weight",

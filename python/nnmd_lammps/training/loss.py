@@ -81,6 +81,24 @@ def penalty(r: torch.Tensor, delta: float | None) -> torch.Tensor:
     return 2.0 * r * r / (torch.sqrt(1.0 + (r / delta) ** 2) + 1.0)
 
 
+def weight_penalty(params: list[torch.Tensor], weight_decay: float) -> torch.Tensor:
+    """The L2 penalty 0.5 weight_decay sum(w^2) over the weight matrices among ``params``
+    (biases, the 1-d tensors, are left out), for a closure that has already
+    back-propagated its data loss: adds the penalty's gradient ``weight_decay * w`` to
+    each matrix's ``grad`` and returns the penalty (detached)."""
+    total = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
+    with torch.no_grad():
+        for p in params:
+            if p.ndim < 2:
+                continue
+            total += 0.5 * weight_decay * (p * p).sum()
+            if p.grad is None:
+                p.grad = weight_decay * p.detach().clone()
+            else:
+                p.grad.add_(p, alpha=weight_decay)
+    return total
+
+
 def predict_batch(
     model: HDNNP,
     b: TrainingBatch,

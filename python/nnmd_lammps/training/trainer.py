@@ -74,7 +74,7 @@ from .datasets import bootstrap_counts, load_datasets, subtract_repulsion
 from .distributed import Distributed, reduce_gradients, threads_per_rank
 from .initialisation import StatisticsOf, build_descriptors, fit_reference_energies, scaling_from
 from .kalman import KalmanFilter, jacobians
-from .loss import LossWeights, loss_terms, predict_batch
+from .loss import LossWeights, loss_terms, predict_batch, weight_penalty
 from .metrics import error_metrics
 from .statistics import (
     DescriptorStatistics,
@@ -1049,7 +1049,10 @@ class Trainer:
                     if loss.requires_grad:
                         loss.backward()
                     total = total + loss.detach()
-                return reduce_gradients(params, total, dist)
+                total = reduce_gradients(params, total, dist)
+                if rc.weight_decay > 0.0:  # the same on every rank: after the reduction
+                    total = total + weight_penalty(params, rc.weight_decay)
+                return total
 
             while done < rc.iterations:
                 loss = float(opt.step(closure).detach())
