@@ -280,6 +280,28 @@ def test_shifted_angular_grid():
     assert got == pytest.approx(want, rel=1e-15)
 
 
+def test_angular_type_list_pools_both_types(tmp_path, cu_data):
+    """descriptors.angular_type [9, 3]: every angular function of the grid once as type 9,
+    then once as type 3 with the same parameters (the radial functions once); a bad list
+    names the key."""
+    one = generate(["Si"], GridSettings(5.0, 3, 10, 1.0, angular_widths="all"))
+    both = generate(["Si"], GridSettings(5.0, 3, 10, 1.0, 9, angular_widths="all"))
+    assert one.functions["Si"] == both.functions["Si"]  # a single type as before
+    pool = generate(["Si"], GridSettings(5.0, 3, 10, 1.0, (9, 3), angular_widths="all"))
+    fs = pool.functions["Si"]
+    assert [f.type for f in fs] == [2] * 3 + [9] * 30 + [3] * 30
+    params = [(f.eta, f.rs, f.zeta, f.lambda_, f.rc) for f in fs]
+    assert params[3:33] == params[33:]
+    assert fs[:33] == one.functions["Si"]
+    cfg = tiny_config(cu_data)
+    cfg["descriptors"]["angular_type"] = [9, 3]
+    assert config_from_dict(cfg, tmp_path).descriptors.angular_type == [9, 3]
+    for bad in ([9, 9], [9, 5], [], 5):
+        cfg["descriptors"]["angular_type"] = bad
+        with pytest.raises(NNMDError, match=r"'descriptors\.angular_type' must be one of"):
+            config_from_dict(cfg, tmp_path)
+
+
 def _stats_data(seed: int = 0, n: int = 300) -> torch.Tensor:
     """Columns: random, constant, affine copy of 0, correlated (|r| ~ 0.9995) with 0,
     anti-correlated copy of 0, independent, offset-dominated."""

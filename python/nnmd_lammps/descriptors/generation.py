@@ -8,7 +8,9 @@ correlated with another one on the training data.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +32,7 @@ class GridSettings:
     n_radial: int  # per (central element, neighbour element)
     n_angular: int  # per (central element, unordered neighbour pair)
     r_min: float  # Angstrom: innermost radial shift
-    angular_type: int = 9
+    angular_type: int | tuple[int, ...] = 9  # several: each angular grid once per type
     cutoff_type: int = 6
     cutoff_alpha: float = 0.0
     angular_widths: str = "centred"  # one of ANGULAR_WIDTHS (angular_grid)
@@ -114,13 +116,25 @@ def angular_parameters(
     return out
 
 
+def angular_type_list(angular_type: int | Sequence[int]) -> tuple[int, ...]:
+    """The angular function types of ``descriptors.angular_type``: one type (9 or 3) or
+    several, each at most once (e.g. (9, 3): a candidate pool of both for
+    ``descriptors.select``)."""
+    types = (angular_type,) if isinstance(angular_type, int) else tuple(angular_type)
+    if not types or any(t not in ANGULAR_TYPES for t in types) or len(set(types)) < len(types):
+        raise NNMDError(
+            f"config key 'descriptors.angular_type' must be one of {list(ANGULAR_TYPES)} or a "
+            f"list of distinct ones, got {angular_type!r}"
+        )
+    return types
+
+
 def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
     if not 0.0 < g.r_min < g.cutoff:
         raise NNMDError(
             f"descriptors: r_min {g.r_min} must lie between 0 and the cutoff {g.cutoff}"
         )
-    if g.angular_type not in ANGULAR_TYPES:
-        raise NNMDError(f"descriptors: angular_type must be one of {ANGULAR_TYPES}")
+    angular_types = angular_type_list(g.angular_type)
     funcs: dict[str, list[SymmetryFunction]] = {}
     for c in elements:
         fs = []
@@ -140,12 +154,13 @@ def generate(elements: list[str], g: GridSettings) -> DescriptorSpec:
                 )
         for i, a in enumerate(elements):
             for b in elements[i:]:
-                for eta, rs, zeta, lam in angular_parameters(
-                    g.r_min, g.cutoff, g.n_angular, g.angular_widths
+                for sf_type, (eta, rs, zeta, lam) in itertools.product(
+                    angular_types,
+                    angular_parameters(g.r_min, g.cutoff, g.n_angular, g.angular_widths),
                 ):
                     fs.append(
                         SymmetryFunction(
-                            g.angular_type,
+                            sf_type,
                             c,
                             (a, b),
                             eta,

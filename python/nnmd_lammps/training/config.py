@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from ..descriptors.generation import ANGULAR_WIDTHS
-from ..descriptors.spec import ANGULAR_TYPES, CUTOFF_TYPES
+from ..descriptors.generation import ANGULAR_WIDTHS, angular_type_list
+from ..descriptors.spec import CUTOFF_TYPES
 from ..errors import NNMDError
 from .kalman import KalmanSettings
 
@@ -42,7 +42,7 @@ class DataConfig:
 class DescriptorConfig:
     radial: int = 8
     angular: int = 16
-    angular_type: int = 9
+    angular_type: int | list[int] = 9  # 9, 3, or a list of both: a pool of the two
     # the angular Gaussians: centred (rs = 0, all broad), inner (rs = 0, the first width
     # at r_min), both (the two, 2 x angular functions), shifted (centred on the shells of
     # the radial grid) or all (centred, inner and shifted: 3 x angular functions)
@@ -229,7 +229,6 @@ CHOICES = {
     "training.dtype": ("float64", "float32"),
     "training.data_mode": ("auto", "memory", "stream"),
     "training.refine.optimizer": ("lbfgs",),
-    "descriptors.angular_type": ANGULAR_TYPES,
     "descriptors.angular_widths": ANGULAR_WIDTHS,
     "descriptors.cutoff_type": CUTOFF_TYPES,
 }
@@ -242,6 +241,7 @@ def validate(cfg: Config) -> None:
             obj = getattr(obj, part)
         return obj
 
+    angular_type_list(cfg.descriptors.angular_type)  # names the key if it is bad
     for path, allowed in CHOICES.items():
         if get(path) not in allowed:
             raise NNMDError(
