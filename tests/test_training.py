@@ -293,9 +293,14 @@ def test_angular_type_list_pools_both_types(tmp_path, cu_data):
     params = [(f.eta, f.rs, f.zeta, f.lambda_, f.rc) for f in fs]
     assert params[3:33] == params[33:]
     assert fs[:33] == one.functions["Si"]
-    cfg = tiny_config(cu_data)
+    cfg = tiny_config(cu_data, epochs=1)
     cfg["descriptors"]["angular_type"] = [9, 3]
     assert config_from_dict(cfg, tmp_path).descriptors.angular_type == [9, 3]
+    out, _ = _train(cfg, tmp_path, "pool")  # the list reaches the trained model
+    from nnmd_lammps.model.modelfile import read_metadata
+
+    types = [f["type"] for f in read_metadata(out / "model.pt")["symmetry_functions"]["Cu"]]
+    assert types == [2] * 4 + [9] * 4 + [3] * 4
     for bad in ([9, 9], [9, 5], [], 5):
         cfg["descriptors"]["angular_type"] = bad
         with pytest.raises(NNMDError, match=r"'descriptors\.angular_type' must be one of"):

@@ -32,7 +32,7 @@ class GridSettings:
     n_radial: int  # per (central element, neighbour element)
     n_angular: int  # per (central element, unordered neighbour pair)
     r_min: float  # Angstrom: innermost radial shift
-    angular_type: int | tuple[int, ...] = 9  # several: each angular grid once per type
+    angular_type: int | Sequence[int] = 9  # several: each angular grid once per type
     cutoff_type: int = 6
     cutoff_alpha: float = 0.0
     angular_widths: str = "centred"  # one of ANGULAR_WIDTHS (angular_grid)

@@ -11,7 +11,7 @@ import torch
 
 from ..data.dataset import Dataset
 from ..descriptors.calculator import DescriptorCalculator
-from ..descriptors.generation import GridSettings, angular_type_list, generate, min_distances
+from ..descriptors.generation import GridSettings, generate, min_distances
 from ..descriptors.spec import DescriptorSpec
 from ..errors import NNMDError
 from ..model.networks import ScalingParams
@@ -121,7 +121,7 @@ def build_descriptors(
             dc.radial,
             dc.angular,
             r_min,
-            angular_type_list(dc.angular_type),
+            dc.angular_type,
             dc.cutoff_type,
             dc.cutoff_alpha,
             dc.angular_widths,
