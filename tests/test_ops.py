@@ -497,3 +497,99 @@ def test_missing_library_falls_back_with_one_warning(tmp_path):
     got = np.array(lines["G"].split(), dtype=float)
     np.testing.assert_allclose(got, values.G[0].flatten().numpy(), rtol=1e-12)
     assert got.min() > 0.1
+
+
+# --- the force contraction of training batches (slot_contract) --------------------------------
+
+
+def _slot_problem(M: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """g (n, M, S), dGdd (n, S, C) and u (n, M, C) with C = 3 x 7 (not a multiple of any
+    vector width) and some exact zeros in g (as members' unused inputs give)."""
+    gen = torch.Generator().manual_seed(seed)
+    n, S, C = 37, 11, 21
+    g = torch.randn(n, M, S, dtype=F64, generator=gen)
+    g[:, :, 3] = 0.0
+    d = torch.randn(n, S, C, dtype=F64, generator=gen)
+    u = torch.randn(n, M, C, dtype=F64, generator=gen)
+    return g, d, u
+
+
+def _loops(g: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """v[r, m, c] = sum_s g[r, m, s] d[r, s, c] by explicit loops (the reference)."""
+    n, M, S = g.shape
+    v = np.zeros((n, M, d.shape[2]))
+    for r in range(n):
+        for m in range(M):
+            for s in range(S):
+                v[r, m] += g[r, m, s] * d[r, s]
+    return v
+
+
+@pytest.mark.parametrize("M", [1, 3])
+def test_slot_contract_matches_loops_and_its_adjoint(M):
+    g, d, u = _slot_problem(M)
+    v = torch.ops.nnmd.slot_contract(g, d)
+    np.testing.assert_allclose(v.numpy(), _loops(g.numpy(), d.numpy()), rtol=1e-13, atol=1e-13)
+    a = torch.ops.nnmd.slot_contract_adjoint(u, d)
+    ref = np.einsum("rsc,rmc->rms", d.numpy(), u.numpy())
+    np.testing.assert_allclose(a.numpy(), ref, rtol=1e-13, atol=1e-13)
+    # the adjoint identity <v(g), u> = <g, adjoint(u)>
+    assert float((v * u).sum()) == pytest.approx(float((g * a).sum()), rel=1e-12)
+    # float32 storage: the float64 products of the rounded values
+    d32 = d.float()
+    np.testing.assert_allclose(
+        torch.ops.nnmd.slot_contract(g, d32).numpy(),
+        _loops(g.numpy(), d32.double().numpy()),
+        rtol=1e-13,
+        atol=1e-13,
+    )
+    np.testing.assert_allclose(
+        torch.ops.nnmd.slot_contract_adjoint(u, d32).numpy(),
+        np.einsum("rsc,rmc->rms", d32.double().numpy(), u.numpy()),
+        rtol=1e-13,
+        atol=1e-13,
+    )
+
+
+def test_slot_contract_threads_and_fallback():
+    g, d, u = _slot_problem(2)
+    before = torch.get_num_threads()
+    try:
+        out = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out.append((ops.slot_contract(g, d), torch.ops.nnmd.slot_contract_adjoint(u, d)))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    # float32 g (training.dtype float32) takes torch.bmm in float32
+    v32 = ops.slot_contract(g.float(), d)
+    assert v32.dtype == torch.float32
+    np.testing.assert_allclose(v32.numpy(), out[0][0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_slot_contract_gradients():
+    g, d, _ = _slot_problem(2)
+    g = g[:5].clone().requires_grad_(True)
+    d = d[:5]
+    assert torch.autograd.gradcheck(lambda x: ops.slot_contract(x, d), (g,))
+    assert torch.autograd.gradgradcheck(lambda x: ops.slot_contract(x, d), (g,))
+    v = ops.slot_contract(g, d)
+    (grad,) = torch.autograd.grad((v * v).sum(), g)
+    np.testing.assert_allclose(
+        grad.numpy(), 2.0 * torch.bmm(v, d.transpose(1, 2)).detach().numpy(), rtol=1e-12
+    )
+
+
+def test_slot_contract_input_errors():
+    g, d, u = _slot_problem(1)
+    with pytest.raises(RuntimeError, match="g is \\(n, M, S\\) with dGdd's S"):
+        torch.ops.nnmd.slot_contract(g[:, :, :5], d)
+    with pytest.raises(RuntimeError, match="with dGdd's n rows"):
+        torch.ops.nnmd.slot_contract(g[:5], d)
+    with pytest.raises(RuntimeError, match="must be float64"):
+        torch.ops.nnmd.slot_contract(g.float(), d)
+    with pytest.raises(RuntimeError, match="dGdd must be float64 or float32"):
+        torch.ops.nnmd.slot_contract(g, d.half())
+    with pytest.raises(RuntimeError, match="u is \\(n, M, C\\) with dGdd's C"):
+        torch.ops.nnmd.slot_contract_adjoint(u[:, :, :4], d)

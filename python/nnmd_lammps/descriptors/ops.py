@@ -20,6 +20,8 @@ orders them so).
                                                                 -> (T,) or (M, T)
     jacobian(D, csr, vectors) -> (G, dGdd)                    the dense per-pair Jacobian,
                                                                 row i's block (n_i, S_i, 3)
+    slot_contract(g, dGdd) -> v                               training's force contraction:
+                                                                v[r] = g[r] dGdd[r] per row
 
 with J = dG/dd. Autograd: G with respect to the vectors is ``contract``; ``contract`` with
 respect to c is ``jvp``; ``jvp`` with respect to u is ``contract``. Second derivatives
@@ -300,6 +302,30 @@ class _Jacobian(torch.autograd.Function):
         return v, None, None, None, None
 
 
+class _SlotContract(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, dGdd):
+        ctx.save_for_backward(dGdd)
+        return torch.ops.nnmd.slot_contract(g, dGdd)
+
+    @staticmethod
+    def backward(ctx, gv):
+        (dGdd,) = ctx.saved_tensors
+        return _SlotContractAdjoint.apply(gv, dGdd), None
+
+
+class _SlotContractAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, dGdd):
+        ctx.save_for_backward(dGdd)
+        return torch.ops.nnmd.slot_contract_adjoint(u, dGdd)
+
+    @staticmethod
+    def backward(ctx, gg):
+        (dGdd,) = ctx.saved_tensors
+        return _SlotContract.apply(gg, dGdd), None
+
+
 def _f64(x: Tensor) -> Tensor:
     return x if x.dtype == torch.float64 else x.to(torch.float64)
 
@@ -348,3 +374,17 @@ def jacobian(desc: Descriptors, csr: NeighborCSR, vectors: Tensor) -> tuple[Tens
     component], consecutive in row order. G is differentiable in ``vectors``; dG/dd is
     not (its derivative would be a second derivative)."""
     return _Jacobian.apply(_f64(vectors), *_args(desc, csr))
+
+
+def slot_contract(g: Tensor, dGdd: Tensor) -> Tensor:
+    """v[r, m, c] = sum_s g[r, m, s] dGdd[r, s, c]: ``g`` (n, M, S), ``dGdd`` (n, S, C) ->
+    (n, M, C), the force contraction of training batches (training/loss.py), the batched
+    product ``torch.bmm(g, dGdd)``. Float64 ``g`` on the CPU takes the operator
+    (lammps_plugin/torch_ops/slot_contraction.cpp: each row of dGdd read once for all M,
+    rows in parallel; ``dGdd`` float64 or float32, summed in float64); anything else, or
+    without the operator library, ``torch.bmm`` (in ``g``'s dtype). Differentiable in
+    ``g`` (to any order), not in ``dGdd``."""
+    cpu = g.device.type == "cpu" and dGdd.device.type == "cpu"
+    if cpu and g.dtype == torch.float64 and available():
+        return _SlotContract.apply(g, dGdd)
+    return torch.bmm(g, dGdd.to(g.dtype))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..descriptors.ops import slot_contract
 from ..model.networks import HDNNP
 from .tensors import TrainingBatch
 
@@ -149,9 +150,9 @@ def contract_rows(
     """Forces (M, Nb, 3) and per-structure virials (M, B, 3, 3; LAMMPS sign, W = -sum d (x)
     dE/dd) of M sets of dE/dG (``dEdG[e]`` (M, n_e, S_e) or None), the contraction of
     docs/symmetry_functions.md section 6 on the batch's :class:`RowLayout`: per element
-    one batched product (n_e, M, S) x (n_e, S, 3K) gives dE/dd of every slot of every
-    member; a row's centre atom gets +sum over its slots, each neighbour -its slot.
-    Differentiable in ``dEdG``."""
+    one batched product (n_e, M, S) x (n_e, S, 3K) (:func:`slot_contract`) gives dE/dd of
+    every slot of every member; a row's centre atom gets +sum over its slots, each
+    neighbour -its slot. Differentiable in ``dEdG``."""
     ref = b.energy
     n = len(b.atom_struct)
     m = members
@@ -165,7 +166,7 @@ def contract_rows(
         if g is None or rows == 0 or K == 0:
             continue
         # (rows, M, S) x (rows, S, 3K): dE/dd of every slot and member, (rows, M, K, 3)
-        v = torch.bmm(g.permute(1, 0, 2), layout.dGdd).view(rows, m, K, 3)
+        v = slot_contract(g.permute(1, 0, 2), layout.dGdd).view(rows, m, K, 3)
         if f is not None:
             f = f.index_add(0, layout.centre, v.sum(2).reshape(rows, 3 * m))
             f = f.index_add(0, layout.neighbor, -v.transpose(1, 2).reshape(rows * K, 3 * m))
