@@ -593,3 +593,63 @@ def test_slot_contract_input_errors():
         torch.ops.nnmd.slot_contract(g, d.half())
     with pytest.raises(RuntimeError, match="u is \\(n, M, C\\) with dGdd's C"):
         torch.ops.nnmd.slot_contract_adjoint(u[:, :, :4], d)
+
+
+def _slot_layout(n_rows: int, K: int, n_atoms: int, seed: int = 1):
+    """centre (n,) and neighbor (n K,) atom indices, some slots unused (= n_atoms)."""
+    gen = torch.Generator().manual_seed(seed)
+    centre = torch.randint(0, n_atoms, (n_rows,), generator=gen)
+    neighbor = torch.randint(0, n_atoms, (n_rows * K,), generator=gen)
+    neighbor[::5] = n_atoms
+    return centre, neighbor
+
+
+@pytest.mark.parametrize("M", [1, 3])
+def test_slot_forces_match_loops_and_their_adjoint(M):
+    g, d, _ = _slot_problem(M)
+    n, K, n_atoms = g.shape[0], d.shape[2] // 3, 23
+    centre, neighbor = _slot_layout(n, K, n_atoms)
+    v = _loops(g.numpy(), d.numpy()).reshape(n, M, K, 3)
+    ref = np.zeros((n_atoms + 1, M, 3))
+    for r in range(n):
+        for k in range(K):
+            ref[centre[r]] += v[r, :, k]
+            ref[neighbor[r * K + k]] -= v[r, :, k]
+    F = torch.ops.nnmd.slot_forces(g, d, centre, neighbor, n_atoms)
+    assert F.shape == (n_atoms, M, 3)
+    np.testing.assert_allclose(F.numpy(), ref[:n_atoms], rtol=1e-12, atol=1e-12)
+    gF = torch.randn(n_atoms, M, 3, dtype=F64, generator=torch.Generator().manual_seed(5))
+    a = torch.ops.nnmd.slot_forces_adjoint(gF, d, centre, neighbor)
+    assert float((F * gF).sum()) == pytest.approx(float((g * a).sum()), rel=1e-12)
+    F32 = torch.ops.nnmd.slot_forces(g, d.float(), centre, neighbor, n_atoms)
+    ref32 = torch.ops.nnmd.slot_forces(g, d.float().double(), centre, neighbor, n_atoms)
+    np.testing.assert_allclose(F32.numpy(), ref32.numpy(), rtol=1e-13, atol=1e-13)
+
+
+def test_slot_forces_threads_gradients_and_errors():
+    g, d, _ = _slot_problem(2)
+    n, K, n_atoms = g.shape[0], d.shape[2] // 3, 23
+    centre, neighbor = _slot_layout(n, K, n_atoms)
+    before = torch.get_num_threads()
+    try:
+        out = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out.append(ops.slot_forces(g, d, centre, neighbor, n_atoms))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out[0], out[1])
+    small = g[:6].clone().requires_grad_(True)
+    args = (d[:6], centre[:6], neighbor[: 6 * K], n_atoms)
+    assert torch.autograd.gradcheck(lambda x: ops.slot_forces(x, *args), (small,))
+    assert torch.autograd.gradgradcheck(lambda x: ops.slot_forces(x, *args), (small,))
+    with pytest.raises(RuntimeError, match="a neighbor is not an atom index"):
+        torch.ops.nnmd.slot_forces(g, d, centre, neighbor + n_atoms, n_atoms)
+    with pytest.raises(RuntimeError, match="a centre is not an atom index"):
+        torch.ops.nnmd.slot_forces(g, d, centre - 1, neighbor, n_atoms)
+    with pytest.raises(RuntimeError, match="last dimension must be 3 K"):
+        torch.ops.nnmd.slot_forces(g, d[:, :, :20], centre, neighbor, n_atoms)
+    with pytest.raises(RuntimeError, match="neighbor must be \\(n K,\\) int64"):
+        torch.ops.nnmd.slot_forces(g, d, centre, neighbor[:-1], n_atoms)
+    with pytest.raises(RuntimeError, match="float64 CPU tensors"):
+        ops.slot_forces(g.float(), d, centre, neighbor, n_atoms)

@@ -22,6 +22,7 @@ orders them so).
                                                                 row i's block (n_i, S_i, 3)
     slot_contract(g, dGdd) -> v                               training's force contraction:
                                                                 v[r] = g[r] dGdd[r] per row
+    slot_forces(g, dGdd, centre, neighbor, n) -> F            the same scattered onto atoms
 
 with J = dG/dd. Autograd: G with respect to the vectors is ``contract``; ``contract`` with
 respect to c is ``jvp``; ``jvp`` with respect to u is ``contract``. Second derivatives
@@ -326,6 +327,31 @@ class _SlotContractAdjoint(torch.autograd.Function):
         return _SlotContract.apply(gg, dGdd), None
 
 
+class _SlotForces(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, dGdd, centre, neighbor, n_atoms):
+        ctx.save_for_backward(dGdd, centre, neighbor)
+        return torch.ops.nnmd.slot_forces(g, dGdd, centre, neighbor, n_atoms)
+
+    @staticmethod
+    def backward(ctx, gF):
+        dGdd, centre, neighbor = ctx.saved_tensors
+        return _SlotForcesAdjoint.apply(gF, dGdd, centre, neighbor), None, None, None, None
+
+
+class _SlotForcesAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gF, dGdd, centre, neighbor):
+        ctx.save_for_backward(dGdd, centre, neighbor)
+        ctx.n_atoms = int(gF.shape[0])
+        return torch.ops.nnmd.slot_forces_adjoint(gF, dGdd, centre, neighbor)
+
+    @staticmethod
+    def backward(ctx, gg):
+        dGdd, centre, neighbor = ctx.saved_tensors
+        return _SlotForces.apply(gg, dGdd, centre, neighbor, ctx.n_atoms), None, None, None
+
+
 def _f64(x: Tensor) -> Tensor:
     return x if x.dtype == torch.float64 else x.to(torch.float64)
 
@@ -376,6 +402,13 @@ def jacobian(desc: Descriptors, csr: NeighborCSR, vectors: Tensor) -> tuple[Tens
     return _Jacobian.apply(_f64(vectors), *_args(desc, csr))
 
 
+def slot_operators_apply(g: Tensor, dGdd: Tensor) -> bool:
+    """True if :func:`slot_contract` and :func:`slot_forces` take the operators for these
+    tensors: float64 ``g`` on the CPU, the operator library loaded."""
+    cpu = g.device.type == "cpu" and dGdd.device.type == "cpu"
+    return cpu and g.dtype == torch.float64 and available()
+
+
 def slot_contract(g: Tensor, dGdd: Tensor) -> Tensor:
     """v[r, m, c] = sum_s g[r, m, s] dGdd[r, s, c]: ``g`` (n, M, S), ``dGdd`` (n, S, C) ->
     (n, M, C), the force contraction of training batches (training/loss.py), the batched
@@ -384,7 +417,17 @@ def slot_contract(g: Tensor, dGdd: Tensor) -> Tensor:
     rows in parallel; ``dGdd`` float64 or float32, summed in float64); anything else, or
     without the operator library, ``torch.bmm`` (in ``g``'s dtype). Differentiable in
     ``g`` (to any order), not in ``dGdd``."""
-    cpu = g.device.type == "cpu" and dGdd.device.type == "cpu"
-    if cpu and g.dtype == torch.float64 and available():
+    if slot_operators_apply(g, dGdd):
         return _SlotContract.apply(g, dGdd)
     return torch.bmm(g, dGdd.to(g.dtype))
+
+
+def slot_forces(g: Tensor, dGdd: Tensor, centre: Tensor, neighbor: Tensor, n_atoms: int) -> Tensor:
+    """Forces (n_atoms, M, 3) of the rows' contraction v = :func:`slot_contract` (g, dGdd)
+    with K = C/3 neighbour slots per row: atom ``centre[r]`` gets +sum_k v[r, :, k], atom
+    ``neighbor[r K + k]`` gets -v[r, :, k] (``n_atoms``: an unused slot). One operator
+    call without the (n, M, C) intermediate; only where :func:`slot_operators_apply`.
+    Differentiable in ``g`` (to any order)."""
+    if not slot_operators_apply(g, dGdd):
+        raise RuntimeError("slot_forces: float64 CPU tensors and the operator library only")
+    return _SlotForces.apply(g, dGdd, centre, neighbor, n_atoms)

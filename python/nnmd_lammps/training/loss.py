@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..descriptors.ops import slot_contract
+from ..descriptors.ops import slot_contract, slot_forces, slot_operators_apply
 from ..model.networks import HDNNP
 from .tensors import TrainingBatch
 
@@ -152,7 +152,8 @@ def contract_rows(
     docs/symmetry_functions.md section 6 on the batch's :class:`RowLayout`: per element
     one batched product (n_e, M, S) x (n_e, S, 3K) (:func:`slot_contract`) gives dE/dd of
     every slot of every member; a row's centre atom gets +sum over its slots, each
-    neighbour -its slot. Differentiable in ``dEdG``."""
+    neighbour -its slot (forces alone on the CPU in float64: both in the operator
+    :func:`slot_forces`). Differentiable in ``dEdG``."""
     ref = b.energy
     n = len(b.atom_struct)
     m = members
@@ -165,8 +166,14 @@ def contract_rows(
         rows = int(layout.centre.shape[0])
         if g is None or rows == 0 or K == 0:
             continue
+        gm = g.permute(1, 0, 2)  # (rows, M, S)
+        if f is not None and w is None and slot_operators_apply(gm, layout.dGdd):
+            # contraction and scatter in one operator (no (rows, M, 3K) intermediate)
+            fe = slot_forces(gm, layout.dGdd, layout.centre, layout.neighbor, n)
+            f = f + torch.nn.functional.pad(fe.reshape(n, 3 * m), (0, 0, 0, 1))
+            continue
         # (rows, M, S) x (rows, S, 3K): dE/dd of every slot and member, (rows, M, K, 3)
-        v = slot_contract(g.permute(1, 0, 2), layout.dGdd).view(rows, m, K, 3)
+        v = slot_contract(gm, layout.dGdd).view(rows, m, K, 3)
         if f is not None:
             f = f.index_add(0, layout.centre, v.sum(2).reshape(rows, 3 * m))
             f = f.index_add(0, layout.neighbor, -v.transpose(1, 2).reshape(rows * K, 3 * m))
