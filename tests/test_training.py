@@ -797,9 +797,8 @@ def test_stream_mode_gives_the_memory_mode_loss_curve(tmp_path, cu_data, variant
         out, _ = _train(cfg, tmp_path, mode)
         runs[mode] = _state(out)
         assert f"descriptors: {mode} mode" in (out / "train.log").read_text()
-    # one L-BFGS block of 10 iterations per committee member
-    blocks = 1 if variant == "plain" else 2
-    assert len(runs["memory"]["history"]["refine_train_loss"]) == blocks
+    # one L-BFGS block of 10 iterations (a committee's members in lockstep)
+    assert len(runs["memory"]["history"]["refine_train_loss"]) == 1
     assert_same_run(runs["memory"], runs["stream"], rtol=1e-9)
 
 
@@ -1128,22 +1127,66 @@ def test_nnmd_test_command(tmp_path, cu_data):
     assert m["force_mae_ev_per_angstrom"] == pytest.approx(mae, rel=1e-10)
 
 
-def test_committee_refinement_member_by_member_resumes(tmp_path, cu_data, monkeypatch):
-    """A committee's members are refined one after the other (each its own L-BFGS); a run
-    interrupted in the second member's refinement resumes to exactly the weights of an
-    unbroken run."""
+def test_committee_refinement_in_lockstep_resumes(tmp_path, cu_data, monkeypatch):
+    """A committee's members are refined together (each its own L-BFGS, in lockstep): each
+    member ends where torch.optim.LBFGS on that member's own loss (loss_terms with
+    ``member``) from Adam's best weights ends; a run interrupted after the first block
+    resumes to exactly the weights of an unbroken run."""
     from nnmd_lammps.training import train
     from nnmd_lammps.training import trainer as trainer_module
+    from nnmd_lammps.training.loss import loss_terms
 
     cfg = tiny_config(cu_data, epochs=3, refine={"iterations": 20})
     cfg["network"]["committee"] = 2
+    cfg["data"]["validation_fraction"] = 0.0
     whole, _ = _train(cfg, tmp_path, "whole")
     ref = torch.load(whole / "checkpoint.pt", weights_only=True)
-    assert ref["history"]["refine_iteration"] == [10, 20, 30, 40]
-    # the kept weights are the members' refined bests: the committee's validation loss
-    # with them is below Adam's best
-    assert ref["best_val"] < 0.99 * min(ref["history"]["val_loss"])
-    assert "20 iterations per committee member (2, one after" in (whole / "train.log").read_text()
+    assert ref["history"]["refine_iteration"] == [10, 20]
+    assert (
+        "20 iterations per committee member (2, in lockstep)" in (whole / "train.log").read_text()
+    )
+
+    # the reference: Adam alone, then each member's own L-BFGS on its own loss
+    adam_cfg = tiny_config(cu_data, epochs=3, refine={"iterations": 0})
+    adam_cfg["network"]["committee"] = 2
+    adam_cfg["data"]["validation_fraction"] = 0.0
+    captured = {}
+    original_refine = trainer_module.Trainer._refine
+
+    def capture(self, model, sources, weights, state):
+        captured.update(model=model, sources=sources, weights=weights)
+        return original_refine(self, model, sources, weights, state)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_refine", capture)
+    _train(adam_cfg, tmp_path, "adam")
+    monkeypatch.undo()
+    model, weights = captured["model"], captured["weights"]
+    batch = next(iter(captured["sources"]["train"].parts(None)))
+    best = torch.load(tmp_path / "adam" / "checkpoint.pt", weights_only=True)["best_state"]
+    model.load_state_dict(best)
+    for m in range(2):
+        params = [p for net in model.networks for p in net.members[m].parameters()]
+        opt = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=10,
+            history_size=50,  # the default of training.refine.history
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-12,
+            tolerance_change=1e-15,
+        )
+
+        def closure(opt=opt, m=m):
+            opt.zero_grad()
+            loss = loss_terms(model, batch, weights, None, m)
+            loss.backward()
+            return loss
+
+        for _ in range(2):
+            opt.step(closure)
+    lockstep = ref["model_state"]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(lockstep[key], value, rtol=1e-9, atol=1e-12, msg=key)
 
     saves = []
     original = trainer_module.Trainer._save
@@ -1151,15 +1194,15 @@ def test_committee_refinement_member_by_member_resumes(tmp_path, cu_data, monkey
     def interrupting_save(self, state):
         original(self, state)
         if state.history.get("refine_iteration"):
-            saves.append(state.refine_member)
-            if len(saves) == 3:  # member 1 after its first block
+            saves.append(state.refine_iterations)
+            if len(saves) == 1:  # after the first block
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer_module.Trainer, "_save", interrupting_save)
     with pytest.raises(KeyboardInterrupt):
         _train(cfg, tmp_path, "parts")
     monkeypatch.undo()
-    assert saves == [0, 1, 1]
+    assert saves == [10]
     train(config_from_dict(cfg, tmp_path), tmp_path / "parts", resume=True)
     got = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)
     for key in ("model_state", "best_state"):
@@ -1167,6 +1210,107 @@ def test_committee_refinement_member_by_member_resumes(tmp_path, cu_data, monkey
             assert torch.equal(got[key][k], v), (key, k)
     assert got["history"]["refine_val_loss"] == ref["history"]["refine_val_loss"]
     assert got["phase"] == "done" and got["best_val"] == ref["best_val"]
+
+
+def test_version_1_checkpoints():
+    """A checkpoint of the version that refined committee members one after the other
+    resumes where nothing of that differs (its L-BFGS state becomes the one member's);
+    one that stopped within a committee's refinement is refused with a clear error, as is
+    an unknown version."""
+    from nnmd_lammps.errors import NNMDError
+    from nnmd_lammps.training.checkpoint import TrainingState
+
+    base = {"format": "nnmd-lammps-checkpoint", "version": 1, "config_json": "{}"}
+    base["model_json"] = "{}"
+    lbfgs = {"state": {}, "param_groups": []}
+    single = {**base, "phase": "refine", "refine_iterations": 30, "refine_member": 0}
+    state = TrainingState.from_dict({**single, "refine_optimizer_state": lbfgs})
+    assert state.refine_optimizer_state == [lbfgs] and state.refine_iterations == 30
+    adam = TrainingState.from_dict({**base, "phase": "adam", "refine_best": None})
+    assert adam.phase == "adam" and adam.refine_optimizer_state is None
+    within = {**single, "refine_best": [0.1, 0.2], "refine_optimizer_state": lbfgs}
+    for d in (within, {**within, "refine_member": 1, "refine_iterations": 0}):
+        with pytest.raises(NNMDError, match="within a committee's L-BFGS refinement"):
+            TrainingState.from_dict(d)
+    done = {**within, "phase": "done", "refine_member": 1, "refine_iterations": 30}
+    finished = TrainingState.from_dict(done)  # a resume may ask for more iterations
+    assert finished.phase == "done" and finished.refine_optimizer_state is None
+    with pytest.raises(NNMDError, match="checkpoint version 7 is not supported"):
+        TrainingState.from_dict({**base, "version": 7})
+
+
+def test_lockstep_steps_follow_each_optimiser_alone():
+    """Three least-squares problems of different conditioning (so that their line searches
+    take different numbers of evaluations) stepped in lockstep with one shared evaluation
+    reach bit for bit the iterates of each torch.optim.LBFGS run alone, and the
+    least-squares solutions; an error in the evaluation reaches the caller."""
+    from nnmd_lammps.training.lockstep import lockstep_steps
+
+    rng = np.random.default_rng(4)
+    problems = []
+    for scale in (1.0, 10.0, 30.0):
+        A = torch.tensor(rng.normal(size=(30, 6)) * np.geomspace(1, scale, 6))
+        y = torch.tensor(rng.normal(size=30))
+        problems.append((A, y))
+
+    def loss_of(k, w):
+        A, y = problems[k]
+        return ((A @ w - y) ** 2).mean()
+
+    def make(k):
+        w = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS(
+            [w],
+            max_iter=5,
+            history_size=10,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-12,
+            tolerance_change=1e-15,
+        )
+        return w, opt
+
+    alone = []
+    for k in range(3):
+        w, opt = make(k)
+        evaluations = []
+
+        def closure(k=k, w=w, opt=opt, evaluations=evaluations):
+            opt.zero_grad()
+            loss = loss_of(k, w)
+            loss.backward()
+            evaluations.append(1)
+            return loss
+
+        for _ in range(6):
+            opt.step(closure)
+        alone.append((w.detach().clone(), len(evaluations)))
+    assert len({n for _, n in alone}) > 1  # the line searches differ
+
+    pairs = [make(k) for k in range(3)]
+    calls = []
+
+    def evaluate():
+        for w, _ in pairs:
+            w.grad = None
+        losses = torch.stack([loss_of(k, w) for k, (w, _) in enumerate(pairs)])
+        losses.sum().backward()
+        calls.append(1)
+        return losses
+
+    for _ in range(6):
+        lockstep_steps([opt for _, opt in pairs], evaluate)
+    for (w, _), (w_alone, _) in zip(pairs, alone, strict=True):
+        assert torch.equal(w.detach(), w_alone)
+    assert max(n for _, n in alone) <= len(calls) < sum(n for _, n in alone)
+    for (w, _), (A, y) in zip(pairs, problems, strict=True):
+        solution = torch.linalg.lstsq(A, y).solution
+        torch.testing.assert_close(w.detach(), solution, rtol=1e-6, atol=1e-8)
+
+    def failing():
+        raise ValueError("evaluation failed")
+
+    with pytest.raises(ValueError, match="evaluation failed"):
+        lockstep_steps([opt for _, opt in pairs], failing)
 
 
 # -- L2 penalty of the L-BFGS refinement ---------------------------------------------------

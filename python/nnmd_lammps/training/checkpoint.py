@@ -19,7 +19,9 @@ from ..errors import NNMDError
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "nnmd-lammps-checkpoint"
-CHECKPOINT_VERSION = 1
+#: 2: committee members refined in lockstep (one L-BFGS state per member); a version-1
+#: checkpoint resumes unless it stopped within a committee's refinement.
+CHECKPOINT_VERSION = 2
 #: Training phases in order: Adam epochs, Kalman-filter epochs, L-BFGS refinement, finished.
 PHASES = ("adam", "kalman", "refine", "done")
 
@@ -36,9 +38,9 @@ class TrainingState:
     functions, scaling, energy shifts) the run was started with; ``epoch``: Adam epochs
     done; ``kalman_epochs``: Kalman-filter epochs done, ``kalman_state`` the filters (one
     per committee member) and ``kalman_generator_state`` the group sampling;
-    ``refine_iterations``: L-BFGS iterations done (of committee member ``refine_member``;
-    the members are refined one after the other, ``refine_best`` their best validation
-    losses); ``best_state``/``best_val``/
+    ``refine_iterations``: L-BFGS iterations done (by every committee member: they are
+    refined in lockstep), ``refine_optimizer_state`` the L-BFGS state of each member,
+    ``refine_best`` their best validation losses; ``best_state``/``best_val``/
     ``best_epoch``: the weights with the lowest validation loss so far; ``history``: the
     learning curve; the optimiser, scheduler and random-generator states continue the run
     bit for bit."""
@@ -60,9 +62,8 @@ class TrainingState:
     kalman_state: list[dict[str, Any]] | None = None
     kalman_generator_state: torch.Tensor | None = None
     refine_iterations: int = 0
-    refine_member: int = 0
     refine_best: list[float] | None = None
-    refine_optimizer_state: dict[str, Any] | None = None
+    refine_optimizer_state: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
@@ -76,6 +77,8 @@ class TrainingState:
     def from_dict(cls, d: dict[str, Any], where: str = "checkpoint") -> TrainingState:
         if d.get("format") != CHECKPOINT_FORMAT:
             raise NNMDError(f"{where} is not an nnmd-lammps checkpoint")
+        if d.get("version") == 1:
+            d = _from_version_1(d, where)
         if d.get("version") != CHECKPOINT_VERSION:
             raise NNMDError(
                 f"{where}: checkpoint version {d.get('version')} is not supported "
@@ -97,6 +100,26 @@ class TrainingState:
     @property
     def model_metadata(self) -> dict[str, Any]:
         return json.loads(self.model_json)
+
+
+def _from_version_1(d: dict[str, Any], where: str) -> dict[str, Any]:
+    """A version-1 checkpoint as version 2: the same except during a committee's
+    refinement, which version 1 did member by member (``refine_member``)."""
+    d = dict(d)
+    member = d.pop("refine_member", 0)
+    committee = len(d.get("refine_best") or [0]) > 1
+    if committee and d.get("phase") == "refine" and (member > 0 or d.get("refine_iterations")):
+        raise NNMDError(
+            f"{where} stopped within a committee's L-BFGS refinement, which earlier versions "
+            "ran member by member; this version refines the members together: restart the "
+            "run, or finish it with the nnmd-lammps that wrote it"
+        )
+    if committee or d.get("refine_optimizer_state") is None:
+        d["refine_optimizer_state"] = None  # a finished committee's: its last member's
+    else:
+        d["refine_optimizer_state"] = [d["refine_optimizer_state"]]
+    d["version"] = CHECKPOINT_VERSION
+    return d
 
 
 def save_checkpoint(path: str | Path, state: TrainingState) -> None:

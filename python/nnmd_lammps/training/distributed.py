@@ -168,13 +168,15 @@ class Distributed:
 def reduce_gradients(
     params: list[torch.nn.Parameter], loss: torch.Tensor, dist: Distributed
 ) -> torch.Tensor:
-    """Sum the gradients of ``params`` and the (detached) ``loss`` over the ranks in one
-    all-reduce and return the summed loss. A parameter without gradient on a rank
-    contributes zeros; one without gradient on every rank keeps ``grad = None`` (so that
-    the optimiser treats it as one process with the whole global batch would)."""
-    loss = loss.detach().reshape(1)
+    """Sum the gradients of ``params`` and the (detached) ``loss`` (a scalar, or one loss
+    per committee member) over the ranks in one all-reduce and return the summed loss. A
+    parameter without gradient on a rank contributes zeros; one without gradient on every
+    rank keeps ``grad = None`` (so that the optimiser treats it as one process with the
+    whole global batch would)."""
+    shape = loss.shape
+    loss = loss.detach().reshape(-1)
     if dist.world == 1:
-        return loss[0]
+        return loss.reshape(shape)
     dtype, device = params[0].dtype, params[0].device
     parts, used = [], []
     for p in params:
@@ -193,7 +195,7 @@ def reduce_gradients(
     for p, f in zip(params, flags.tolist(), strict=True):
         if f == 0:
             p.grad = None
-    return flat[-1]
+    return flat[offset + len(params) :].reshape(shape)
 
 
 def threads_per_rank(dist: Distributed) -> int:

@@ -206,16 +206,29 @@ def loss_terms(
         ws = b.weight if b.member_weight is None else b.weight * b.member_weight[member]
         k = 0 if norm is None or len(norm.energy) == 1 else member
         return _weighted_loss(E, F, S, b, w, ws, want_f, want_s, norm, k)
-    predictions = predict_batch(model, b, want_f, want_s)
-    if model.committee == 1:
-        E, F, S = predictions[0]
-        return _weighted_loss(E, F, S, b, w, b.weight, want_f, want_s, norm, 0)
-    total = torch.zeros((), dtype=b.energy.dtype, device=b.energy.device)
-    for m, (E, F, S) in enumerate(predictions):
+    return member_losses(model, b, w, norm).mean()
+
+
+def member_losses(
+    model: HDNNP,
+    b: TrainingBatch,
+    w: LossWeights,
+    norm: LossNorm | None = None,
+) -> torch.Tensor:
+    """The (M,) losses of every committee member on a batch ((1,) for a single network),
+    each as :func:`loss_terms` with ``member`` computes it, from one prediction of all
+    members (the descriptors' derivatives read once). Zeros without gradient for a batch
+    without structures."""
+    want_f = w.force > 0 and bool(b.force_mask.any())
+    want_s = w.stress > 0 and bool(b.stress_mask.any())
+    if b.n_structures == 0:
+        return torch.zeros(model.committee, dtype=b.energy.dtype, device=b.energy.device)
+    out = []
+    for m, (E, F, S) in enumerate(predict_batch(model, b, want_f, want_s)):
         ws = b.weight if b.member_weight is None else b.weight * b.member_weight[m]
         k = 0 if norm is None or len(norm.energy) == 1 else m
-        total = total + _weighted_loss(E, F, S, b, w, ws, want_f, want_s, norm, k)
-    return total / model.committee
+        out.append(_weighted_loss(E, F, S, b, w, ws, want_f, want_s, norm, k))
+    return torch.stack(out)
 
 
 def _weighted_loss(

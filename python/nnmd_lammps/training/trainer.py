@@ -74,7 +74,8 @@ from .datasets import bootstrap_counts, load_datasets, subtract_repulsion
 from .distributed import Distributed, reduce_gradients, threads_per_rank
 from .initialisation import StatisticsOf, build_descriptors, fit_reference_energies, scaling_from
 from .kalman import KalmanFilter, jacobians
-from .loss import LossWeights, loss_terms, predict_batch, weight_penalty
+from .lockstep import lockstep_steps
+from .loss import LossWeights, loss_terms, member_losses, predict_batch, weight_penalty
 from .metrics import error_metrics
 from .statistics import (
     DescriptorStatistics,
@@ -850,7 +851,7 @@ class Trainer:
         per element (element-decoupled). Measurements are in units of the network output
         scale ``energy_scale`` (eV), weighted by the square roots of the loss weights."""
         kc = self.cfg.training.kalman
-        if state.phase == "refine" and state.refine_iterations == 0 and state.refine_member == 0:
+        if state.phase == "refine" and state.refine_iterations == 0:
             # a resume that asks for more Kalman epochs before the refinement has begun
             state.phase = "kalman"
         if state.phase != "kalman":
@@ -978,20 +979,16 @@ class Trainer:
         state: TrainingState,
     ) -> TrainingState:
         """L-BFGS on the full training set in blocks of REFINE_BLOCK iterations, keeping
-        the weights with the best validation loss. A committee's members are refined one
-        after the other, each for ``refine.iterations`` iterations on its own loss (its
-        own line searches and curvature history; measured on the Li example, one L-BFGS
-        over all members' weights at once converged more slowly per iteration). The loss
-        and gradient of the full set are accumulated over parts (stream mode) and summed
-        over ranks."""
+        the weights with the best validation loss. A committee's members are independent
+        problems, each with its own L-BFGS (its own line searches and curvature history;
+        measured on the Li example, one L-BFGS over all members' weights at once converged
+        more slowly per iteration), run in lockstep (:mod:`.lockstep`): one evaluation of
+        the training set serves every member, so each member follows the path it would
+        follow alone at a fraction of the cost. The loss and gradient of the full set are
+        accumulated over parts (stream mode) and summed over ranks."""
         rc = self.cfg.training.refine
-        members: list[int | None] = [None] if model.committee == 1 else list(range(model.committee))
-        last_member = len(members) - 1
-        if (
-            rc.iterations == 0
-            or state.refine_member > last_member
-            or (state.refine_member == last_member and rc.iterations <= state.refine_iterations)
-        ):
+        M = model.committee
+        if rc.iterations == 0 or rc.iterations <= state.refine_iterations:
             return state  # done (a resume may ask for more iterations than were done)
         dist = self.dist
         train = sources["train"]
@@ -1006,24 +1003,22 @@ class Trainer:
         if state.refine_iterations and state.model_state is not None:
             model.load_state_dict(state.model_state)
         if state.refine_best is None:
-            state.refine_best = [state.best_val] * len(members)
+            state.refine_best = [state.best_val] * M
         history = state.history
         # the Adam optimiser and scheduler states are not needed any more
         state.optimizer_state = state.scheduler_state = None
+        members: list[int | None] = [None] if M == 1 else list(range(M))
+        groups = [[p for g in self._member_groups(model, m) for p in g] for m in members]
+        every = [p for g in groups for p in g]
+        keys = [self._member_keys(model, m) for m in members]
+        done = state.refine_iterations
         self.log(
             f"refinement: L-BFGS on the full training set, {rc.iterations} iterations"
-            + (
-                f" per committee member ({len(members)}, one after the other)"
-                if members[0] is not None
-                else ""
-            )
-            + f" (done {state.refine_member * rc.iterations + state.refine_iterations})"
+            + (f" per committee member ({M}, in lockstep)" if M > 1 else "")
+            + f" (done {done})"
         )
-        t0 = time.perf_counter()
-        for k in range(state.refine_member, len(members)):
-            member = members[k]
-            params = [p for g in self._member_groups(model, member) for p in g]
-            keys = self._member_keys(model, member)
+        optimizers = []
+        for m, params in enumerate(groups):
             opt = torch.optim.LBFGS(
                 params,
                 lr=1.0,
@@ -1033,63 +1028,62 @@ class Trainer:
                 tolerance_grad=1e-12,
                 tolerance_change=1e-15,
             )
-            done = state.refine_iterations if k == state.refine_member else 0
             if done and state.refine_optimizer_state is not None:
-                opt.load_state_dict(state.refine_optimizer_state)
-            if done >= rc.iterations:  # a resume asked for fewer iterations than were done
-                state.refine_member, state.refine_iterations = k + 1, 0
-                state.refine_optimizer_state = None
-                continue
+                opt.load_state_dict(state.refine_optimizer_state[m])
+            optimizers.append(opt)
 
-            def closure(opt=opt, params=params, member=member) -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
-                total = torch.zeros((), dtype=self._dtype, device=dist.device)
-                for part in train.parts(share):
-                    loss = loss_terms(model, part, weights, norm, member)
-                    if loss.requires_grad:
-                        loss.backward()
-                    total = total + loss.detach()
-                total = reduce_gradients(params, total, dist)
-                if rc.weight_decay > 0.0:  # the same on every rank: after the reduction
-                    total = total + weight_penalty(params, rc.weight_decay)
-                return total
+        def evaluate() -> torch.Tensor:
+            """Every member's training loss, gradients in .grad (summed over ranks)."""
+            for p in every:
+                p.grad = None
+            total = torch.zeros(M, dtype=self._dtype, device=dist.device)
+            for part in train.parts(share):
+                losses = member_losses(model, part, weights, norm)
+                if losses.requires_grad:
+                    losses.sum().backward()
+                total = total + losses.detach()
+            total = reduce_gradients(every, total, dist)
+            if rc.weight_decay > 0.0:  # the same on every rank: after the reduction
+                penalties = [weight_penalty(params, rc.weight_decay) for params in groups]
+                total = total + torch.stack(penalties).to(total)
+            return total
 
-            while done < rc.iterations:
-                loss = float(opt.step(closure).detach())
-                done += REFINE_BLOCK
-                val_loss = (
-                    self._evaluate(model, "validation", val, weights, member)
-                    if val is not None
-                    else loss
-                )
-                improved = val_loss < state.refine_best[k]
-                if improved:
-                    state.refine_best[k] = val_loss
-                    current = model.state_dict()
-                    for key in keys:
+        t0 = time.perf_counter()
+        while done < rc.iterations:
+            losses = [float(x) for x in lockstep_steps(optimizers, evaluate)]
+            done += REFINE_BLOCK
+            val_losses = (
+                [self._evaluate(model, "validation", val, weights, m) for m in members]
+                if val is not None
+                else losses
+            )
+            current = model.state_dict()
+            improved = []
+            for k in range(M):
+                improved.append(val_losses[k] < state.refine_best[k])
+                if improved[k]:
+                    state.refine_best[k] = val_losses[k]
+                    for key in keys[k]:
                         state.best_state[key] = current[key].clone()
-                history.setdefault("refine_iteration", []).append(k * rc.iterations + done)
-                history.setdefault("refine_train_loss", []).append(loss)
-                history.setdefault("refine_val_loss", []).append(val_loss)
-                # the last member keeps its count and optimiser: a resume with more
-                # iterations continues it
-                advance = done >= rc.iterations and k < last_member
-                state.refine_member = k + 1 if advance else k
-                state.refine_iterations = 0 if advance else done
-                state.phase = "done" if done >= rc.iterations and k == last_member else "refine"
-                state.model_state = model.state_dict()
-                state.refine_optimizer_state = None if advance else opt.state_dict()
-                self._save(state)
+            history.setdefault("refine_iteration", []).append(done)
+            history.setdefault("refine_train_loss", []).append(float(np.mean(losses)))
+            history.setdefault("refine_val_loss", []).append(float(np.mean(val_losses)))
+            state.refine_iterations = done
+            state.phase = "done" if done >= rc.iterations else "refine"
+            state.model_state = model.state_dict()
+            state.refine_optimizer_state = [opt.state_dict() for opt in optimizers]
+            self._save(state)
+            for k, member in enumerate(members):
                 label = "" if member is None else f"member {member}  "
                 msg = (
-                    f"L-BFGS {label}iteration {done:5d}  train loss {loss:.4e}  val loss "
-                    f"{val_loss:.4e}{'  *' if improved else ''}"
+                    f"L-BFGS {label}iteration {done:5d}  train loss {losses[k]:.4e}  val loss "
+                    f"{val_losses[k]:.4e}{'  *' if improved[k] else ''}"
                 )
                 self._log_quietly(msg)
                 if (done // REFINE_BLOCK) % 5 == 0:
                     self.log(msg)
         model.load_state_dict(state.best_state)
-        if members[0] is None:
+        if M == 1:
             state.best_val = state.refine_best[0]
         else:  # the committee's loss (the members' mean) with every member at its best
             state.best_val = (
