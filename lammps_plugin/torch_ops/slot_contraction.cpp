@@ -95,10 +95,10 @@ inline __attribute__((always_inline)) void adjoint_row(const double *ur, const T
     for (int64_t r = begin; r < end; ++r)                                                   \
       ROW(x + r * x_row, d + r * S * C, y + r * y_row, M, S, C);                            \
   }
-NNMD_ROWS(contract_rows_f64, contract_row<double>, double)
-NNMD_ROWS(contract_rows_f32, contract_row<float>, float)
-NNMD_ROWS(adjoint_rows_f64, adjoint_row<double>, double)
-NNMD_ROWS(adjoint_rows_f32, adjoint_row<float>, float)
+NNMD_ROWS(contract_rows, contract_row<double>, double)
+NNMD_ROWS(contract_rows, contract_row<float>, float)
+NNMD_ROWS(adjoint_rows, adjoint_row<double>, double)
+NNMD_ROWS(adjoint_rows, adjoint_row<float>, float)
 #undef NNMD_ROWS
 
 // Forces: each row's v (M x C, in buf) becomes its centre's sum over slots and its
@@ -147,8 +147,8 @@ forces_adjoint_row(const double *gF, int64_t centre, const int64_t *nb, int64_t 
     for (int64_t r = begin; r < end; ++r)                                                         \
       forces_row(g + r * M * S, d + r * S * C, w + r * (C / 3 + 1) * M * 3, buf.data(), M, S, C); \
   }
-NNMD_FORCES(forces_rows_f64, double)
-NNMD_FORCES(forces_rows_f32, float)
+NNMD_FORCES(forces_rows, double)
+NNMD_FORCES(forces_rows, float)
 #undef NNMD_FORCES
 
 #define NNMD_FORCES_ADJOINT(NAME, T)                                                             \
@@ -161,9 +161,23 @@ NNMD_FORCES(forces_rows_f32, float)
       forces_adjoint_row(gF, centre[r], nb + r * (C / 3), n_atoms, d + r * S * C, g + r * M * S, \
                          buf.data(), M, S, C);                                                   \
   }
-NNMD_FORCES_ADJOINT(forces_adjoint_rows_f64, double)
-NNMD_FORCES_ADJOINT(forces_adjoint_rows_f32, float)
+NNMD_FORCES_ADJOINT(forces_adjoint_rows, double)
+NNMD_FORCES_ADJOINT(forces_adjoint_rows, float)
 #undef NNMD_FORCES_ADJOINT
+
+// Rows [0, n) in parallel: f(d, begin, end) with dGdd's data as double or float.
+template <typename F> void parallel_rows(const at::Tensor &dGdd, F f)
+{
+  const bool f64 = dGdd.scalar_type() == at::kDouble;
+  const double *d64 = f64 ? dGdd.data_ptr<double>() : nullptr;
+  const float *d32 = f64 ? nullptr : dGdd.data_ptr<float>();
+  at::parallel_for(0, dGdd.size(0), 16, [=](int64_t begin, int64_t end) {
+    if (f64)
+      f(d64, begin, end);
+    else
+      f(d32, begin, end);
+  });
+}
 
 at::Tensor slot_contract(const at::Tensor &g, const at::Tensor &dGdd)
 {
@@ -174,14 +188,8 @@ at::Tensor slot_contract(const at::Tensor &g, const at::Tensor &dGdd)
   at::Tensor v = at::empty({n, M, C}, gc.options());
   const double *x = gc.data_ptr<double>();
   double *y = v.data_ptr<double>();
-  const bool f64 = dc.scalar_type() == at::kDouble;
-  const void *d = f64 ? static_cast<const void *>(dc.data_ptr<double>())
-                      : static_cast<const void *>(dc.data_ptr<float>());
-  at::parallel_for(0, n, 16, [=](int64_t begin, int64_t end) {
-    if (f64)
-      contract_rows_f64(x, static_cast<const double *>(d), y, begin, end, M, S, C, M * S, M * C);
-    else
-      contract_rows_f32(x, static_cast<const float *>(d), y, begin, end, M, S, C, M * S, M * C);
+  parallel_rows(dc, [=](auto d, int64_t begin, int64_t end) {
+    contract_rows(x, d, y, begin, end, M, S, C, M * S, M * C);
   });
   return v;
 }
@@ -196,14 +204,8 @@ at::Tensor slot_contract_adjoint(const at::Tensor &u, const at::Tensor &dGdd)
   at::Tensor g = at::empty({n, M, S}, uc.options());
   const double *x = uc.data_ptr<double>();
   double *y = g.data_ptr<double>();
-  const bool f64 = dc.scalar_type() == at::kDouble;
-  const void *d = f64 ? static_cast<const void *>(dc.data_ptr<double>())
-                      : static_cast<const void *>(dc.data_ptr<float>());
-  at::parallel_for(0, n, 16, [=](int64_t begin, int64_t end) {
-    if (f64)
-      adjoint_rows_f64(x, static_cast<const double *>(d), y, begin, end, M, S, C, M * C, M * S);
-    else
-      adjoint_rows_f32(x, static_cast<const float *>(d), y, begin, end, M, S, C, M * C, M * S);
+  parallel_rows(dc, [=](auto d, int64_t begin, int64_t end) {
+    adjoint_rows(x, d, y, begin, end, M, S, C, M * C, M * S);
   });
   return g;
 }
@@ -240,14 +242,8 @@ at::Tensor slot_forces(const at::Tensor &g, const at::Tensor &dGdd, const at::Te
   at::Tensor w = at::empty({n, K + 1, M, 3}, gc.options());
   const double *x = gc.data_ptr<double>();
   double *y = w.data_ptr<double>();
-  const bool f64 = dc.scalar_type() == at::kDouble;
-  const void *d = f64 ? static_cast<const void *>(dc.data_ptr<double>())
-                      : static_cast<const void *>(dc.data_ptr<float>());
-  at::parallel_for(0, n, 16, [=](int64_t begin, int64_t end) {
-    if (f64)
-      forces_rows_f64(x, static_cast<const double *>(d), y, begin, end, M, S, C);
-    else
-      forces_rows_f32(x, static_cast<const float *>(d), y, begin, end, M, S, C);
+  parallel_rows(dc, [=](auto d, int64_t begin, int64_t end) {
+    forces_rows(x, d, y, begin, end, M, S, C);
   });
   // the scatter in row order: the same sums whatever the number of threads
   at::Tensor F = at::zeros({n_atoms, M, 3}, gc.options());
@@ -287,16 +283,8 @@ at::Tensor slot_forces_adjoint(const at::Tensor &gF, const at::Tensor &dGdd,
   const double *x = gc.data_ptr<double>();
   double *y = g.data_ptr<double>();
   const int64_t *ce = cc.data_ptr<int64_t>(), *nb = nc.data_ptr<int64_t>();
-  const bool f64 = dc.scalar_type() == at::kDouble;
-  const void *d = f64 ? static_cast<const void *>(dc.data_ptr<double>())
-                      : static_cast<const void *>(dc.data_ptr<float>());
-  at::parallel_for(0, n, 16, [=](int64_t begin, int64_t end) {
-    if (f64)
-      forces_adjoint_rows_f64(x, ce, nb, n_atoms, static_cast<const double *>(d), y, begin, end, M,
-                              S, C);
-    else
-      forces_adjoint_rows_f32(x, ce, nb, n_atoms, static_cast<const float *>(d), y, begin, end, M,
-                              S, C);
+  parallel_rows(dc, [=](auto d, int64_t begin, int64_t end) {
+    forces_adjoint_rows(x, ce, nb, n_atoms, d, y, begin, end, M, S, C);
   });
   return g;
 }

@@ -303,53 +303,40 @@ class _Jacobian(torch.autograd.Function):
         return v, None, None, None, None
 
 
-class _SlotContract(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, g, dGdd):
-        ctx.save_for_backward(dGdd)
-        return torch.ops.nnmd.slot_contract(g, dGdd)
+class _LinearOperator(torch.autograd.Function):
+    """y = A x for a linear map A given as a function ``apply(x, *args)`` with its
+    adjoint ``adjoint(g, *args)`` (``args``: tensors that are not differentiated, and
+    numbers): the gradient of A x is A^T g, that of A^T g is A g, so to any order."""
 
     @staticmethod
-    def backward(ctx, gv):
-        (dGdd,) = ctx.saved_tensors
-        return _SlotContractAdjoint.apply(gv, dGdd), None
-
-
-class _SlotContractAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, dGdd):
-        ctx.save_for_backward(dGdd)
-        return torch.ops.nnmd.slot_contract_adjoint(u, dGdd)
+    def forward(ctx, x, apply, adjoint, *args):
+        ctx.maps, ctx.args = (apply, adjoint), args
+        return apply(x, *args)
 
     @staticmethod
-    def backward(ctx, gg):
-        (dGdd,) = ctx.saved_tensors
-        return _SlotContract.apply(gg, dGdd), None
+    def backward(ctx, g):
+        apply, adjoint = ctx.maps
+        return (_LinearOperator.apply(g, adjoint, apply, *ctx.args), None, None) + (None,) * len(
+            ctx.args
+        )
 
 
-class _SlotForces(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, g, dGdd, centre, neighbor, n_atoms):
-        ctx.save_for_backward(dGdd, centre, neighbor)
-        return torch.ops.nnmd.slot_forces(g, dGdd, centre, neighbor, n_atoms)
-
-    @staticmethod
-    def backward(ctx, gF):
-        dGdd, centre, neighbor = ctx.saved_tensors
-        return _SlotForcesAdjoint.apply(gF, dGdd, centre, neighbor), None, None, None, None
+def _slot_contract(g: Tensor, dGdd: Tensor) -> Tensor:
+    return torch.ops.nnmd.slot_contract(g, dGdd)
 
 
-class _SlotForcesAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, gF, dGdd, centre, neighbor):
-        ctx.save_for_backward(dGdd, centre, neighbor)
-        ctx.n_atoms = int(gF.shape[0])
-        return torch.ops.nnmd.slot_forces_adjoint(gF, dGdd, centre, neighbor)
+def _slot_contract_adjoint(u: Tensor, dGdd: Tensor) -> Tensor:
+    return torch.ops.nnmd.slot_contract_adjoint(u, dGdd)
 
-    @staticmethod
-    def backward(ctx, gg):
-        dGdd, centre, neighbor = ctx.saved_tensors
-        return _SlotForces.apply(gg, dGdd, centre, neighbor, ctx.n_atoms), None, None, None
+
+def _slot_forces(g: Tensor, dGdd: Tensor, centre: Tensor, neighbor: Tensor, n: int) -> Tensor:
+    return torch.ops.nnmd.slot_forces(g, dGdd, centre, neighbor, n)
+
+
+def _slot_forces_adjoint(
+    gF: Tensor, dGdd: Tensor, centre: Tensor, neighbor: Tensor, n: int
+) -> Tensor:
+    return torch.ops.nnmd.slot_forces_adjoint(gF, dGdd, centre, neighbor)
 
 
 def _f64(x: Tensor) -> Tensor:
@@ -418,7 +405,7 @@ def slot_contract(g: Tensor, dGdd: Tensor) -> Tensor:
     without the operator library, ``torch.bmm`` (in ``g``'s dtype). Differentiable in
     ``g`` (to any order), not in ``dGdd``."""
     if slot_operators_apply(g, dGdd):
-        return _SlotContract.apply(g, dGdd)
+        return _LinearOperator.apply(g, _slot_contract, _slot_contract_adjoint, dGdd)
     return torch.bmm(g, dGdd.to(g.dtype))
 
 
@@ -430,4 +417,6 @@ def slot_forces(g: Tensor, dGdd: Tensor, centre: Tensor, neighbor: Tensor, n_ato
     Differentiable in ``g`` (to any order)."""
     if not slot_operators_apply(g, dGdd):
         raise RuntimeError("slot_forces: float64 CPU tensors and the operator library only")
-    return _SlotForces.apply(g, dGdd, centre, neighbor, n_atoms)
+    return _LinearOperator.apply(
+        g, _slot_forces, _slot_forces_adjoint, dGdd, centre, neighbor, n_atoms
+    )
