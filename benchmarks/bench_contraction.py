@@ -16,7 +16,8 @@ float64) for one network and a committee of four, three ways in the same run:
   forces      the operator slot_forces (contraction and scatter fused; what training uses
               on the CPU in float64)
 
-and the same with dG/dd stored in float32 (summed in float64 by the operators).
+and the same with dG/dd stored in float32 (summed in float64 by the operators). The
+figures also go to benchmarks/results/contraction-<date>.json.
 
 Measured (2-core AMD EPYC VM, torch 2.13.0 CPU, --threads 2 --repeats 5, 2026-12-03,
 machine otherwise idle): see docs/training.md, "Memory".
@@ -25,12 +26,18 @@ machine otherwise idle): see docs/training.md, "Memory".
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from datetime import datetime
+from pathlib import Path
 
 import torch
+from _common import machine
 
 from nnmd_lammps.descriptors import ops
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 ROWS, S, K, MEAN_NEIGHBOURS = 13_233, 50, 56, 42
 
@@ -85,6 +92,7 @@ def main() -> None:
         f"{'members':>8} {'dG/dd':>8} {'bmm ms':>9} {'contract ms':>12} {'forces ms':>10} "
         f"{'bmm/forces':>11}"
     )
+    rows = []
     for members in (1, 4):
         for dtype in (torch.float64, torch.float32):
             p = problem(members, dtype)
@@ -97,11 +105,17 @@ def main() -> None:
                     step(kind, p)
                     samples.append(time.perf_counter() - t)
                 times[kind] = 1e3 * statistics.median(samples)
+            rows.append({"members": members, "dgdd_dtype": str(dtype), "ms": times})
             print(
                 f"{members:>8} {str(dtype).split('.')[1]:>8} {times['bmm']:9.1f} "
                 f"{times['contract']:12.1f} {times['forces']:10.1f} "
                 f"{times['bmm'] / times['forces']:11.2f}"
             )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"contraction-{datetime.now():%Y%m%d-%H%M%S}.json"
+    meta = {"atoms": ROWS, "functions": S, "slots": K, "threads": args.threads}
+    out.write_text(json.dumps({"machine": machine(), **meta, "results": rows}, indent=1))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
