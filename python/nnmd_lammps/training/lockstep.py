@@ -3,7 +3,7 @@
 A committee's members are independent least-squares problems, but one evaluation of the
 training loss for all M members costs far less than M evaluations of one: the descriptors
 and their derivatives are read once for all members (the force contraction,
-:func:`nnmd_lammps.descriptors.ops.slot_contract`). Each member's L-BFGS still needs its
+:func:`nnmd_lammps.descriptors.ops.slot_forces`). Each member's L-BFGS still needs its
 own line search, i.e. a different number of evaluations per iteration.
 :func:`lockstep_steps` runs one ``step`` of every optimiser (``torch.optim.LBFGS``
 unchanged), each in its own thread whose closure waits until every optimiser still running
