@@ -17,8 +17,8 @@
    so that no (n, M, C) intermediate is formed, copied or transposed
    (the adjoint is the gradient of the first with respect to g, and the other way round;
    the autograd formulas are in python/nnmd_lammps/descriptors/ops.py). torch.bmm does the
-   same as n tiny products and reaches about a third of the memory bandwidth on this
-   memory-bound problem; here each row of dGdd is read once per call for all M members,
+   same as n tiny products, at about half the speed of these loops on this memory-bound
+   problem (benchmarks/bench_contraction.py); here each row of dGdd is read once per call for all M members,
    rows in parallel. g and u are float64; dGdd may be float64 or float32 (a stored copy of
    half the size: the products and sums are float64 either way, so the contraction is a
    smooth function of g whatever dGdd's storage). */
@@ -179,19 +179,29 @@ template <typename F> void parallel_rows(const at::Tensor &dGdd, F f)
   });
 }
 
+// y (n, M, width) from x (n, M, .), row by row: rows(x, d, y, begin, end) with dGdd's
+// data as double or float
+template <typename Rows>
+at::Tensor per_row(const at::Tensor &x, const at::Tensor &dGdd, int64_t width, Rows rows)
+{
+  at::Tensor y = at::empty({dGdd.size(0), x.size(1), width}, x.options());
+  const double *xp = x.data_ptr<double>();
+  double *yp = y.data_ptr<double>();
+  parallel_rows(dGdd, [=](auto d, int64_t begin, int64_t end) {
+    rows(xp, d, yp, begin, end);
+  });
+  return y;
+}
+
 at::Tensor slot_contract(const at::Tensor &g, const at::Tensor &dGdd)
 {
   check(g, dGdd, "nnmd.slot_contract");
   TORCH_CHECK(g.size(2) == dGdd.size(1), "nnmd.slot_contract: g is (n, M, S) with dGdd's S");
   const at::Tensor gc = g.contiguous(), dc = dGdd.contiguous();
-  const int64_t n = dc.size(0), S = dc.size(1), C = dc.size(2), M = gc.size(1);
-  at::Tensor v = at::empty({n, M, C}, gc.options());
-  const double *x = gc.data_ptr<double>();
-  double *y = v.data_ptr<double>();
-  parallel_rows(dc, [=](auto d, int64_t begin, int64_t end) {
-    contract_rows(x, d, y, begin, end, M, S, C, M * S, M * C);
+  const int64_t S = dc.size(1), C = dc.size(2), M = gc.size(1);
+  return per_row(gc, dc, C, [=](const double *x, auto d, double *y, int64_t b, int64_t e) {
+    contract_rows(x, d, y, b, e, M, S, C, M * S, M * C);
   });
-  return v;
 }
 
 at::Tensor slot_contract_adjoint(const at::Tensor &u, const at::Tensor &dGdd)
@@ -200,14 +210,10 @@ at::Tensor slot_contract_adjoint(const at::Tensor &u, const at::Tensor &dGdd)
   TORCH_CHECK(u.size(2) == dGdd.size(2),
               "nnmd.slot_contract_adjoint: u is (n, M, C) with dGdd's C");
   const at::Tensor uc = u.contiguous(), dc = dGdd.contiguous();
-  const int64_t n = dc.size(0), S = dc.size(1), C = dc.size(2), M = uc.size(1);
-  at::Tensor g = at::empty({n, M, S}, uc.options());
-  const double *x = uc.data_ptr<double>();
-  double *y = g.data_ptr<double>();
-  parallel_rows(dc, [=](auto d, int64_t begin, int64_t end) {
-    adjoint_rows(x, d, y, begin, end, M, S, C, M * C, M * S);
+  const int64_t S = dc.size(1), C = dc.size(2), M = uc.size(1);
+  return per_row(uc, dc, S, [=](const double *x, auto d, double *y, int64_t b, int64_t e) {
+    adjoint_rows(x, d, y, b, e, M, S, C, M * C, M * S);
   });
-  return g;
 }
 
 void check_slots(const at::Tensor &dGdd, const at::Tensor &centre, const at::Tensor &neighbor,
@@ -278,15 +284,11 @@ at::Tensor slot_forces_adjoint(const at::Tensor &gF, const at::Tensor &dGdd,
   check_slots(dGdd, centre, neighbor, n_atoms, "nnmd.slot_forces_adjoint");
   const at::Tensor gc = gF.contiguous(), dc = dGdd.contiguous();
   const at::Tensor cc = centre.contiguous(), nc = neighbor.contiguous();
-  const int64_t n = dc.size(0), S = dc.size(1), C = dc.size(2), M = gc.size(1);
-  at::Tensor g = at::empty({n, M, S}, gc.options());
-  const double *x = gc.data_ptr<double>();
-  double *y = g.data_ptr<double>();
+  const int64_t S = dc.size(1), C = dc.size(2), M = gc.size(1);
   const int64_t *ce = cc.data_ptr<int64_t>(), *nb = nc.data_ptr<int64_t>();
-  parallel_rows(dc, [=](auto d, int64_t begin, int64_t end) {
-    forces_adjoint_rows(x, ce, nb, n_atoms, d, y, begin, end, M, S, C);
+  return per_row(gc, dc, S, [=](const double *x, auto d, double *y, int64_t b, int64_t e) {
+    forces_adjoint_rows(x, ce, nb, n_atoms, d, y, b, e, M, S, C);
   });
-  return g;
 }
 
 }    // namespace
