@@ -199,13 +199,11 @@ def loss_terms(
     weights if any (the members are trained independently; their mean is not fitted);
     given ``member``, that member's loss alone.
     A batch without structures has loss 0 (a tensor without gradient)."""
-    want_f = w.force > 0 and bool(b.force_mask.any())
-    want_s = w.stress > 0 and bool(b.stress_mask.any())
     if member is not None and model.committee > 1:  # that member's own loss
+        want_f = w.force > 0 and bool(b.force_mask.any())
+        want_s = w.stress > 0 and bool(b.stress_mask.any())
         E, F, S = predict_batch(model, b, want_f, want_s, member)[0]
-        ws = b.weight if b.member_weight is None else b.weight * b.member_weight[member]
-        k = 0 if norm is None or len(norm.energy) == 1 else member
-        return _weighted_loss(E, F, S, b, w, ws, want_f, want_s, norm, k)
+        return _weighted_loss(E, F, S, b, w, want_f, want_s, norm, member)
     return member_losses(model, b, w, norm).mean()
 
 
@@ -223,12 +221,13 @@ def member_losses(
     want_s = w.stress > 0 and bool(b.stress_mask.any())
     if b.n_structures == 0:
         return torch.zeros(model.committee, dtype=b.energy.dtype, device=b.energy.device)
-    out = []
-    for m, (E, F, S) in enumerate(predict_batch(model, b, want_f, want_s)):
-        ws = b.weight if b.member_weight is None else b.weight * b.member_weight[m]
-        k = 0 if norm is None or len(norm.energy) == 1 else m
-        out.append(_weighted_loss(E, F, S, b, w, ws, want_f, want_s, norm, k))
-    return torch.stack(out)
+    predictions = predict_batch(model, b, want_f, want_s)
+    return torch.stack(
+        [
+            _weighted_loss(E, F, S, b, w, want_f, want_s, norm, m)
+            for m, (E, F, S) in enumerate(predictions)
+        ]
+    )
 
 
 def _weighted_loss(
@@ -237,26 +236,29 @@ def _weighted_loss(
     S: torch.Tensor | None,
     b: TrainingBatch,
     w: LossWeights,
-    ws: torch.Tensor,
     want_f: bool,
     want_s: bool,
     norm: LossNorm | None,
     member: int,
 ) -> torch.Tensor:
+    """Committee member ``member``'s loss from its predictions, with its bootstrap
+    weights and its normalisation, if any."""
+    ws = b.weight if b.member_weight is None else b.weight * b.member_weight[member]
+    k = 0 if norm is None or len(norm.energy) == 1 else member
     de = (E - b.energy) / b.natoms
-    den = ws.sum() if norm is None else norm.energy[member]
+    den = ws.sum() if norm is None else norm.energy[k]
     loss_e = (ws * penalty(de, w.energy_delta)).sum() / den.clamp(min=1e-300)
     total = w.energy * loss_e
     if want_f:
         wa = ws[b.atom_struct] * b.force_mask
         df = penalty(F - b.forces, w.force_delta)
-        den = 3.0 * wa.sum() if norm is None else norm.force[member]
+        den = 3.0 * wa.sum() if norm is None else norm.force[k]
         loss_f = (wa[:, None] * df).sum() / den.clamp(min=1e-300)
         total = total + w.force * loss_f
     if want_s:
         wsm = ws * b.stress_mask
         ds = penalty(S - b.stress, w.stress_delta).sum((1, 2))
-        den = 9.0 * wsm.sum() if norm is None else norm.stress[member]
+        den = 9.0 * wsm.sum() if norm is None else norm.stress[k]
         loss_s = (wsm * ds).sum() / den.clamp(min=1e-300)
         total = total + w.stress * loss_s
     return total
