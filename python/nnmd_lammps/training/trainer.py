@@ -677,27 +677,26 @@ class Trainer:
         """This rank's structures of a whole set (None: all, one process)."""
         return None if self.dist.world == 1 else self.dist.share(np.arange(source.n))
 
-    def _evaluate(
-        self,
-        model: HDNNP,
-        name: str,
-        source: Source,
-        weights: LossWeights,
-        member: int | None = None,
-    ) -> float:
-        """The loss of a whole set (each rank its share, in parts, summed over ranks), of
-        the committee or of one ``member``."""
+    def _evaluate(self, model: HDNNP, name: str, source: Source, weights: LossWeights) -> float:
+        """The loss of a whole set: the committee's, the mean of its members' losses."""
+        return float(np.mean(self._member_evaluations(model, name, source, weights)))
+
+    def _member_evaluations(
+        self, model: HDNNP, name: str, source: Source, weights: LossWeights
+    ) -> list[float]:
+        """Every committee member's loss of a whole set (one value for a single network),
+        in one pass (each rank its share, in parts, summed over ranks)."""
         norm = (
             None
             if self._whole(source)
             else self._infos[name].norm(None, self._dtype, self.dist.device)
         )
-        total = torch.zeros((), dtype=self._dtype, device=self.dist.device)
+        total = torch.zeros(model.committee, dtype=self._dtype, device=self.dist.device)
         with torch.no_grad():
             for part in source.parts(self._set_share(source)):
-                total = total + loss_terms(model, part, weights, norm, member)
+                total = total + member_losses(model, part, weights, norm)
         self.dist.all_reduce_sum_(total)
-        return float(total)
+        return total.tolist()
 
     def _train_adam(
         self,
@@ -1053,7 +1052,7 @@ class Trainer:
             losses = [float(x) for x in lockstep_steps(optimizers, evaluate)]
             done += REFINE_BLOCK
             val_losses = (
-                [self._evaluate(model, "validation", val, weights, m) for m in members]
+                self._member_evaluations(model, "validation", val, weights)
                 if val is not None
                 else losses
             )
